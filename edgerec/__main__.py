@@ -1,0 +1,7 @@
+"""``python -m edgerec`` runs the CLI."""
+
+import sys
+
+from edgerec.cli import main
+
+sys.exit(main())

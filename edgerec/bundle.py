@@ -1,0 +1,288 @@
+"""The edgerec bundle: what ``edgerec convert`` writes and the runtime reads.
+
+A bundle is a directory::
+
+    manifest.json          schema version, model id/version, feature spec, files
+    vocab.json             item id <-> index (edgerec.vocab)
+    popularity.npy         int64 item counts: the empty-history fallback prior
+    head.npz               trainable head parameters (federated updates)
+    reference/inputs.npy   reference input rows for device-side parity checks
+    reference/<name>.npy   reference outputs of the float student (and artifacts)
+    <artifacts>            e.g. student.int8-dynamic.tflite, student.fp32.onnx
+    report.md/.json/.png   the converter's report
+
+``manifest.json`` lists every other file with its sha256 and byte size; the
+runtime refuses a bundle whose schema version it does not know, whose status is
+``rejected``, or whose files are missing or do not match their hashes — with an
+error naming the file and the reason. This module is TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerec.errors import EdgerecError, InputError
+from edgerec.features import FeatureSpec
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+STATUS_ACCEPTED = "accepted"
+STATUS_REJECTED = "rejected"
+
+
+class BundleError(EdgerecError):
+    """A bundle is missing, malformed, tampered with or incompatible."""
+
+    exit_code = 2
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ArtifactEntry:
+    """One model artifact of a bundle (a .tflite or .onnx file)."""
+
+    name: str
+    path: str
+    format: str  # "tflite" | "onnx"
+    precision: str  # "fp32" | "fp16" | "int8-dynamic" | "int8"
+    sha256: str
+    bytes: int
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)  # "default", "cpu-fallback", "gpu"
+    gpu: dict[str, Any] = field(default_factory=dict)  # {"ready", "blocking_ops", "source"}
+    metrics: dict[str, Any] = field(default_factory=dict)  # NDCG@10, parity, latency...
+    experimental: bool = False
+    gate_passed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> ArtifactEntry:
+        known = set(cls.__dataclass_fields__)
+        required = ("name", "path", "format", "precision", "sha256", "bytes")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise BundleError(f"{where}: artifact entry lacks field(s) {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Manifest:
+    """Parsed ``manifest.json`` of a bundle."""
+
+    data: dict[str, Any]
+    root: Path
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.data["schema_version"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data.get("status", STATUS_ACCEPTED))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.data["model"]["id"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.data["model"]["version"])
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec.from_json(self.data["feature_spec"])
+
+    @property
+    def artifacts(self) -> list[ArtifactEntry]:
+        return [
+            ArtifactEntry.from_json(a, f"{self.root / MANIFEST} artifacts[{i}]")
+            for i, a in enumerate(self.data.get("artifacts", []))
+        ]
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Every non-manifest file: relative path -> {"sha256", "bytes"}."""
+        return dict(self.data.get("files", {}))
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def artifact(self, name: str) -> ArtifactEntry:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        names = ", ".join(a.name for a in self.artifacts)
+        raise BundleError(f"{self.root}: no artifact named {name!r} (have: {names})")
+
+
+def read_manifest(root: str | Path) -> Manifest:
+    """Parse and structurally check ``manifest.json`` (no hashing)."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle directory not found")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (not an edgerec bundle?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: top level must be an object")
+    version = data.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise BundleError(
+            f"{path}: schema_version {version!r} is not supported by this edgerec "
+            f"(supported: {list(SUPPORTED_SCHEMA_VERSIONS)}); upgrade edgerec or re-convert"
+        )
+    for key in ("model", "feature_spec", "files", "artifacts"):
+        if key not in data:
+            raise BundleError(f"{path}: missing field {key!r}")
+    try:
+        FeatureSpec.from_json(data["feature_spec"])
+    except InputError as exc:
+        raise BundleError(f"{path}: bad feature_spec ({exc})") from None
+    return Manifest(data=data, root=root)
+
+
+def verify_files(manifest: Manifest, only: list[str] | None = None) -> None:
+    """Check existence, byte size and sha256 of bundle files.
+
+    Args:
+        only: relative paths to check (default: every file in the manifest).
+    """
+    files = manifest.files
+    for rel in only if only is not None else list(files):
+        entry = files.get(rel)
+        if entry is None:
+            raise BundleError(f"{manifest.root}: {rel} is not listed in {MANIFEST}")
+        path = manifest.root / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in {MANIFEST} but missing")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise BundleError(
+                f"{path}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise BundleError(f"{path}: sha256 does not match {MANIFEST} (file was modified)")
+
+
+def open_bundle(root: str | Path, allow_rejected: bool = False) -> Manifest:
+    """Read the manifest and verify every file; refuse rejected bundles."""
+    manifest = read_manifest(root)
+    if manifest.status != STATUS_ACCEPTED and not allow_rejected:
+        raise BundleError(
+            f"{manifest.root}: bundle status is {manifest.status!r} (a quality gate failed); "
+            "see its report.md"
+        )
+    verify_files(manifest)
+    return manifest
+
+
+class BundleWriter:
+    """Builds a bundle in a temporary directory and publishes it atomically.
+
+    Usage::
+
+        with BundleWriter(out_dir, force=False) as w:
+            w.add_file("vocab.json", src_path)        # or w.add_bytes(...)
+            w.add_artifact(entry_without_hash, src_path)
+            w.finish(manifest_fields)                 # hashes, manifest, rename
+    """
+
+    def __init__(self, out_dir: str | Path, force: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.force = force
+        check_output_dir(self.out_dir, force)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
+        self.files: dict[str, dict[str, Any]] = {}
+        self.artifacts: list[dict[str, Any]] = []
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _register(self, rel: str) -> dict[str, Any]:
+        path = self.tmp / rel
+        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        self.files[rel] = entry
+        return entry
+
+    def add_file(self, rel: str, src: str | Path) -> dict[str, Any]:
+        """Copy ``src`` into the bundle at ``rel`` and record its hash."""
+        dst = self.tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        return self._register(rel)
+
+    def add_bytes(self, rel: str, payload: bytes) -> dict[str, Any]:
+        """Write ``payload`` into the bundle at ``rel`` and record its hash."""
+        dst = self.tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(payload)
+        return self._register(rel)
+
+    def add_artifact(self, entry: dict[str, Any], src: str | Path) -> ArtifactEntry:
+        """Add a model artifact; ``sha256`` and ``bytes`` are filled in."""
+        info = self.add_file(entry["path"], src)
+        full = {**entry, **info}
+        artifact = ArtifactEntry.from_json(full, "artifact")
+        self.artifacts.append(artifact.to_json())
+        return artifact
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Write ``manifest.json`` and move the bundle into place atomically."""
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            **manifest,
+            "artifacts": self.artifacts,
+            "files": dict(sorted(self.files.items())),
+        }
+        (self.tmp / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=False))
+        publish_dir(self.tmp, self.out_dir, self.force)
+        return self.out_dir
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse to write over a non-empty directory unless ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        what = "a different bundle" if (out_dir / MANIFEST).exists() else "other files"
+        raise InputError(f"{out_dir}: already holds {what}; pass --force to replace it")
+
+
+def publish_dir(tmp: Path, out_dir: Path, force: bool) -> None:
+    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is swapped out only
+    after the new one is complete, so a crash never leaves a half-written bundle."""
+    if out_dir.exists():
+        check_output_dir(out_dir, force)
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)

@@ -1,0 +1,1 @@
+"""Inference backends of the runtime (LiteRT, ONNX Runtime) behind one interface."""
