@@ -15,6 +15,7 @@ from .features import Dedupe, ExtractStats, FeatureExtractor
 from .history import Event, HistoryStore
 from .popularity import PopularityPrior
 from .ranking import Recommendation, TopK, TopKResult, to_recommendations
+from .recommender import Recommender
 
 __all__ = [
     "Dedupe",
@@ -26,6 +27,7 @@ __all__ = [
     "NonFiniteScoresError",
     "PopularityPrior",
     "Recommendation",
+    "Recommender",
     "TopK",
     "TopKResult",
     "to_recommendations",

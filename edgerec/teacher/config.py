@@ -20,10 +20,10 @@ class ModelConfig:
     """Architecture of a BERT4Rec encoder (teacher or student)."""
 
     max_len: int = 50
-    d_model: int = 64
+    d_model: int = 192
     num_blocks: int = 2
-    num_heads: int = 2
-    ffn_dim: int = 256
+    num_heads: int = 4
+    ffn_dim: int = 768
     dropout: float = 0.2
     attention_dropout: float = 0.2
     mask_value: float = -1e9
@@ -52,19 +52,24 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation settings of the Cloze training loop."""
 
-    epochs: int = 200
+    epochs: int = 100
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     mask_prob: float = 0.2
     last_item_mask_prob: float = 0.1
     windows_per_length: float = 1.0
-    patience: int = 20
+    patience: int = 12
     eval_batch_size: int = 256
     seed: int = 42
+    precision: str = "float32"
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(
+                f"train.precision must be 'float32' or 'bfloat16' (got {self.precision!r})"
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise InputError("train.epochs, train.batch_size and eval_batch_size must be >= 1")
         if not 0.0 < self.mask_prob < 1.0:

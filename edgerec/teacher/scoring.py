@@ -20,7 +20,7 @@ class KerasScorer:
         self.spec = spec
         self.batch_size = batch_size
         self._predict = tf.function(
-            lambda x: model(x, training=False),
+            lambda x: tf.cast(model(x, training=False), tf.float32),
             input_signature=[tf.TensorSpec([None, spec.max_len], tf.int32)],
             reduce_retracing=True,
         )

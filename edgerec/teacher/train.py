@@ -96,8 +96,15 @@ def train_teacher(
     spec = FeatureSpec(max_len=mc.max_len, num_items=split.vocab.num_items)
     strat = get_strategy(strategy)
     replicas = strat.num_replicas_in_sync
+    policy = "mixed_bfloat16" if tc.precision == "bfloat16" else "float32"
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strat.scope():
+            model = BERT4Rec(spec.num_items, mc, name="bert4rec")
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     with strat.scope():
-        model = BERT4Rec(spec.num_items, mc, name="bert4rec")
         if tc.weight_decay > 0:
             optimizer = keras.optimizers.AdamW(tc.learning_rate, weight_decay=tc.weight_decay)
         else:
@@ -109,7 +116,7 @@ def train_teacher(
         with tf.GradientTape() as tape:
             hidden = model.encode(inputs, training=True)
             selected = labels > 0
-            logits = model.score_hidden(tf.boolean_mask(hidden, selected))
+            logits = tf.cast(model.score_hidden(tf.boolean_mask(hidden, selected)), tf.float32)
             targets = tf.boolean_mask(labels, selected) - 1
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
             count = tf.maximum(tf.cast(tf.size(ce), tf.float32), 1.0)
@@ -164,4 +171,18 @@ def train_teacher(
     if best_weights is not None:
         for var, value in zip(model.weights, best_weights, strict=True):
             var.assign(value)
+    if policy != "float32":
+        model = float32_copy(model)
     return TrainResult(model, best_epoch, best_valid, history, time.perf_counter() - started)
+
+
+def float32_copy(model: BERT4Rec) -> BERT4Rec:
+    """A float32 model with the same weights (mixed-precision training exports fp32)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = BERT4Rec(model.num_items, model.model_cfg, name=model.name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -9,7 +9,7 @@ from edgerec.teacher.config import TeacherConfig
 def test_defaults_match_documented_file() -> None:
     cfg = TeacherConfig.defaults()
     assert cfg.model.max_len == 50
-    assert cfg.model.d_model == 64
+    assert cfg.model.d_model == 192
     assert cfg.train.mask_prob == pytest.approx(0.2)
 
 

@@ -1,0 +1,312 @@
+"""Top-k retrieval over a model's score vector, like TFRS ``TopK``.
+
+:class:`TopK` is indexed once with a candidate set (``index(candidates)``; the
+whole catalog by default) and then answers ``query(scores, k, exclude,
+include)``. Scores follow the model output convention of
+:mod:`edgerec.vocab`: column ``j`` of a ``(n,)`` or ``(B, n)`` score array is
+item index ``j + 1``; results are item indices ``1..n``.
+
+Guarantees:
+
+* Order: score descending; equal scores by item index ascending — also at the
+  cut-off, so which of several tied items make the top ``k`` is deterministic.
+* Every candidate score must be finite, else :class:`NonFiniteScoresError`:
+  ranking never guesses an order for NaN or inf.
+* ``k`` larger than the number of eligible candidates returns all of them.
+
+Speed: ``np.argpartition`` instead of a full sort. For large catalogs a strided
+sample first estimates the score threshold of the top ``k`` and only the items
+above it are partitioned (exact: it falls back to the full partition when the
+estimate admits fewer than ``k``). Exclusions are applied without copying the
+score array: take the top ``k + m`` and drop the ``m`` excluded.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edgerec.errors import InputError
+from edgerec.vocab import PAD_ID, Vocab
+
+from .errors import NonFiniteScoresError
+
+__all__ = ["Recommendation", "TopK", "TopKResult", "to_recommendations"]
+
+# Prefilter tuning: only for vectors this long, with a sample of every _STRIDE-th score.
+_PREFILTER_MIN = 2048
+_STRIDE = 32
+# Exclusion by "top k + m, then drop" up to this many excluded items; beyond, mask.
+_DROP_MAX = 4096
+
+IndexArray = np.ndarray | Sequence[int] | Iterable[int]
+
+
+class Recommendation(NamedTuple):
+    """One recommended item: its raw id and its score."""
+
+    item_id: str
+    score: float
+
+
+class TopKResult(NamedTuple):
+    """What :meth:`TopK.query` returns; unpacks as ``indices, scores``.
+
+    ``indices`` are int64 item indices ``1..n``, ``scores`` their scores in the
+    input dtype, best first. Shapes ``(k',)`` for one score vector, ``(B, k')``
+    for a batch, where ``k' = min(k, eligible candidates)``; in a batch, rows
+    with fewer eligible candidates than ``k'`` are padded with index ``0``
+    (``PAD_ID``) and score ``-inf``.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def _positions(values: Any, num_items: int, what: str) -> np.ndarray:
+    """Validate item indices ``1..n`` -> sorted unique 0-based columns (int64)."""
+    if isinstance(values, set | frozenset):
+        values = sorted(values)
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged nesting and the like
+        raise InputError(f"{what} must be a 1-D list of item indices ({exc})") from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InputError(f"{what} must be a 1-D list of item indices (got shape {arr.shape})")
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{what} must hold integer item indices (got dtype {arr.dtype})")
+    lo, hi = arr.min(), arr.max()
+    if lo < 1 or hi > num_items:
+        bad = lo if lo < 1 else hi
+        raise InputError(f"{what}: {int(bad)} is not an item index (valid: 1..{num_items})")
+    return np.unique(arr.astype(np.int64, copy=False)) - 1
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise InputError(f"k must be an integer >= 0 (got {type(k).__name__} {k!r})")
+    if k < 0:
+        raise InputError(f"k must be an integer >= 0 (got {k})")
+    return int(k)
+
+
+def _top_exact(v: np.ndarray, k: int) -> np.ndarray:
+    """Positions (unordered) of the ``k < len(v)`` best of ``v``; ties: lower position."""
+    n = v.shape[0]
+    part = np.argpartition(v, n - k)[n - k :]
+    vals = v[part]
+    cut = vals.min()
+    tied_in = np.count_nonzero(vals == cut)
+    tied_all = np.flatnonzero(v == cut)  # ascending positions
+    if tied_all.shape[0] > tied_in:  # argpartition picked an arbitrary subset of the ties
+        part = np.concatenate([part[vals > cut], tied_all[:tied_in]])
+    return part
+
+
+def _top(v: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best of finite ``v``, sorted: score desc, position asc."""
+    n = v.shape[0]
+    if k >= n:
+        pos = np.arange(n)
+    elif k == 0:
+        return np.zeros(0, np.intp)
+    else:
+        pos = None
+        if n >= _PREFILTER_MIN and k * _STRIDE * 8 <= n:
+            sample = v[::_STRIDE]
+            m = sample.shape[0]
+            estimate = np.partition(sample, m - k)[m - k]  # k-th best of the sample
+            cand = np.flatnonzero(v >= estimate)  # ascending: keeps the tie order
+            if cand.shape[0] >= k:  # the true k-th best is >= estimate: all of top k is here
+                sub = v[cand]
+                pos = cand if cand.shape[0] == k else cand[_top_exact(sub, k)]
+        if pos is None:
+            pos = _top_exact(v, k)
+    return pos[np.lexsort((pos, -v[pos]))]
+
+
+class TopK:
+    """Top-k over score vectors, restricted to an indexed candidate set.
+
+    Args:
+        num_items: catalog size ``n`` (score vectors have ``n`` columns).
+
+    Example::
+
+        topk = TopK(vocab.num_items).index(None)        # whole catalog
+        idx, sc = topk.query(scores, k=10, exclude=stats.seen)
+        recs = to_recommendations(vocab, idx, sc)
+
+    ``query`` is thread-safe; ``index`` swaps the candidate set atomically.
+    """
+
+    def __init__(self, num_items: int) -> None:
+        if isinstance(num_items, bool) or not isinstance(num_items, numbers.Integral):
+            raise InputError(f"num_items must be an integer (got {type(num_items).__name__})")
+        if num_items < 1:
+            raise InputError(f"num_items must be at least 1 (got {num_items})")
+        self._n = int(num_items)
+        self._cols: np.ndarray | None = None
+
+    @property
+    def num_items(self) -> int:
+        """Catalog size ``n``."""
+        return self._n
+
+    @property
+    def candidates(self) -> np.ndarray | None:
+        """Indexed candidate item indices (sorted, unique), or ``None`` for all."""
+        return None if self._cols is None else self._cols + 1
+
+    def index(self, candidates: IndexArray | None = None) -> TopK:
+        """Restrict every query to ``candidates`` (item indices ``1..n``); ``None``: all.
+
+        Duplicates are ignored. Returns ``self``.
+        """
+        if candidates is None:
+            self._cols = None
+        else:
+            cols = _positions(candidates, self._n, "candidates")
+            cols.flags.writeable = False
+            self._cols = cols
+        return self
+
+    def query(
+        self,
+        scores: np.ndarray,
+        k: int,
+        exclude: IndexArray | Sequence[IndexArray] | None = None,
+        include: IndexArray | Sequence[IndexArray] | None = None,
+    ) -> TopKResult:
+        """The ``k`` best candidates of one ``(n,)`` or a batch of ``(B, n)`` score vectors.
+
+        Args:
+            scores: model scores; column ``j`` is item index ``j + 1``.
+            k: how many to return (``>= 0``); more than the eligible candidates
+                returns all of them.
+            exclude: item indices never to return (e.g. ``ExtractStats.seen``).
+                For a batch, either one list for every row or a sequence of ``B``
+                lists, one per row.
+            include: allow-list of item indices; the eligible set is
+                ``candidates ∩ include − exclude``. Batch form as for ``exclude``.
+
+        Raises:
+            InputError: bad ``k``, shape, dtype or item index.
+            NonFiniteScoresError: a NaN or inf score among the candidates (after
+                ``include``, before ``exclude``).
+        """
+        k = _check_k(k)
+        s = np.asarray(scores)
+        if s.ndim not in (1, 2) or s.shape[-1] != self._n:
+            raise InputError(
+                f"scores must have shape ({self._n},) or (B, {self._n}) (got {s.shape})"
+            )
+        if not np.issubdtype(s.dtype, np.floating):
+            if s.dtype == bool or not np.issubdtype(s.dtype, np.integer):
+                raise InputError(f"scores must be numbers (got dtype {s.dtype})")
+            s = s.astype(np.float64)
+        if s.ndim == 1:
+            (excl,) = self._rows(exclude, 1, "exclude")
+            (incl,) = self._rows(include, 1, "include")
+            return TopKResult(*self._query_row(s, k, excl, incl, None))
+        b = s.shape[0]
+        excls = self._rows(exclude, b, "exclude")
+        incls = self._rows(include, b, "include")
+        rows = [self._query_row(s[r], k, excls[r], incls[r], r) for r in range(b)]
+        width = max((len(i) for i, _ in rows), default=0)
+        indices = np.full((b, width), PAD_ID, np.int64)
+        out = np.full((b, width), -np.inf, s.dtype)
+        for r, (i, v) in enumerate(rows):
+            indices[r, : len(i)] = i
+            out[r, : len(v)] = v
+        return TopKResult(indices, out)
+
+    def _rows(self, spec: Any, b: int, what: str) -> list[np.ndarray | None]:
+        """Per-row validated 0-based columns from a shared or per-row index list."""
+        if spec is None:
+            return [None] * b
+        per_row = (
+            isinstance(spec, list | tuple)
+            and len(spec) > 0
+            and all(not isinstance(x, numbers.Integral) for x in spec)
+        ) or (isinstance(spec, np.ndarray) and spec.ndim == 2)
+        if not per_row:
+            shared = _positions(spec, self._n, what)
+            return [shared] * b
+        if len(spec) != b:
+            raise InputError(f"{what}: got {len(spec)} index lists for a batch of {b} rows")
+        return [_positions(x, self._n, f"{what}[{r}]") for r, x in enumerate(spec)]
+
+    def _query_row(
+        self,
+        s: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None,
+        include: np.ndarray | None,
+        row: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        cols = self._cols
+        if include is not None:
+            cols = include if cols is None else np.intersect1d(cols, include, assume_unique=True)
+        v = s if cols is None else s[cols]
+        if not np.isfinite(v).all():
+            bad = np.flatnonzero(~np.isfinite(v))
+            items = (bad if cols is None else cols[bad])[:5] + 1
+            where = "" if row is None else f" in row {row}"
+            raise NonFiniteScoresError(
+                f"{bad.shape[0]} candidate score(s){where} are NaN or inf (item indices "
+                f"{items.tolist()}{'...' if bad.shape[0] > 5 else ''}); the model output is "
+                "broken — check the artifact's parity report"
+            )
+        ex = None
+        if exclude is not None and exclude.shape[0]:
+            if cols is None:
+                ex = exclude
+            else:  # positions in v of the excluded items that are candidates at all
+                at = np.searchsorted(cols, exclude)
+                inside = at < cols.shape[0]
+                at = at[inside]
+                ex = at[cols[at] == exclude[inside]]
+        m = 0 if ex is None else ex.shape[0]
+        kk = min(k, v.shape[0] - m)
+        if kk <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, s.dtype)
+        if m == 0:
+            pos = _top(v, kk)
+        elif m <= _DROP_MAX:
+            pos = _top(v, kk + m)
+            pos = pos[~np.isin(pos, ex, assume_unique=True)][:kk]
+        else:
+            keep = np.ones(v.shape[0], bool)
+            keep[ex] = False
+            kept = np.flatnonzero(keep)
+            pos = kept[_top(v[kept], kk)]
+        idx = pos if cols is None else cols[pos]
+        return idx.astype(np.int64, copy=False) + 1, s[idx]
+
+    def __repr__(self) -> str:
+        c = "all" if self._cols is None else str(self._cols.shape[0])
+        return f"TopK(num_items={self._n}, candidates={c})"
+
+
+def to_recommendations(
+    vocab: Vocab, indices: np.ndarray | Sequence[int], scores: np.ndarray | Sequence[float]
+) -> list[Recommendation]:
+    """Decode one row of :meth:`TopK.query` output into raw item ids.
+
+    Padding entries (index ``0``, from batch queries) are skipped.
+    """
+    idx = np.asarray(indices).ravel()
+    sc = np.asarray(scores).ravel()
+    if idx.shape != sc.shape:
+        raise InputError(f"indices and scores differ in length ({idx.shape[0]} vs {sc.shape[0]})")
+    keep = idx != PAD_ID
+    ids = vocab.decode(idx[keep].tolist())
+    return [Recommendation(i, float(v)) for i, v in zip(ids, sc[keep].tolist(), strict=True)]

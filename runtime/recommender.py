@@ -1,0 +1,339 @@
+"""``Recommender``: open a bundle and rank items for a history, on the device.
+
+::
+
+    from edgerec.runtime import Recommender
+
+    rec = Recommender.open("bundles/ml100k")            # verifies every sha256
+    rec.recommend(["50", "181", "258"], k=10)           # raw item ids, oldest first
+    rec.accelerator                                     # "cpu", "gpu", "cuda"...
+
+The path of one call: feature extraction (:mod:`.features`) → the backend
+(LiteRT or ONNX Runtime) → top-k with filters (:mod:`.ranking`); an empty
+history (or one with only unknown items) is ranked by the bundle's popularity
+prior instead of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerec.bundle import ArtifactEntry, BundleError, Manifest, open_bundle
+from edgerec.errors import InputError, MissingExtraError
+from edgerec.vocab import Vocab
+
+from .backends.base import (
+    ACCELERATORS,
+    BACKEND_FOR_FORMAT,
+    FORMAT_FOR_BACKEND,
+    REQUIRED_MODULE,
+    AcceleratorUnavailable,
+    Backend,
+    backend_available,
+    create_backend,
+)
+from .features import FeatureExtractor
+from .history import HistoryStore
+from .popularity import PopularityPrior
+from .ranking import Recommendation, TopK, to_recommendations
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "litert", "onnx")
+
+
+class Recommender:
+    """A loaded bundle: vocabulary, feature spec, one backend, top-k and a prior.
+
+    Create it with :meth:`open`. All methods are safe to call from several
+    threads.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        vocab: Vocab,
+        backend: Backend,
+        artifact: ArtifactEntry,
+        prior: PopularityPrior,
+        dedupe: str = "none",
+        store: HistoryStore | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.vocab = vocab
+        self.spec = manifest.feature_spec
+        self.backend = backend
+        self.artifact = artifact
+        self.prior = prior
+        self.features = FeatureExtractor(vocab, self.spec, dedupe)
+        self.topk = TopK(vocab.num_items)
+        self.store = store
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(
+        cls,
+        bundle_path: str | Path,
+        backend: str = "auto",
+        precision: str = "auto",
+        accelerator: str = "auto",
+        threads: int = 1,
+        dedupe: str = "none",
+        store: HistoryStore | str | Path | None = None,
+        gpu_delegate: str | None = None,
+    ) -> Recommender:
+        """Verify a bundle and load one of its artifacts.
+
+        Args:
+            bundle_path: directory written by ``edgerec convert``.
+            backend: ``"litert"``, ``"onnx"`` or ``"auto"`` (LiteRT when installed).
+            precision: an artifact precision (``"fp32"``, ``"fp16"``,
+                ``"int8-dynamic"``, ``"int8"``) or ``"auto"`` (the bundle's default).
+            accelerator: ``"auto"`` tries the GPU and falls back to the CPU
+                (logged once); ``"gpu"`` raises when no GPU path works; ``"cpu"``.
+            threads: CPU threads of the interpreter.
+            dedupe: history de-duplication policy (see :class:`FeatureExtractor`).
+            store: a :class:`HistoryStore` (or its path) for :meth:`recommend_for`.
+            gpu_delegate: path of a TFLite GPU delegate library (LiteRT only).
+
+        Raises:
+            BundleError: unknown schema, rejected bundle, missing or tampered files.
+            MissingExtraError: the backend's package is not installed.
+            AcceleratorUnavailable: ``accelerator="gpu"`` and no GPU here.
+        """
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {BACKENDS} (got {backend!r})")
+        if accelerator not in ACCELERATORS:
+            raise InputError(f"accelerator must be one of {ACCELERATORS} (got {accelerator!r})")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InputError(f"threads must be a positive integer (got {threads!r})")
+        manifest = open_bundle(bundle_path)
+        vocab = Vocab.load(manifest.path("vocab.json"))
+        spec = manifest.feature_spec
+        if vocab.num_items != spec.num_items:
+            raise BundleError(f"{manifest.root}: vocab.json and feature_spec disagree on n")
+        fmt = _pick_format(manifest, backend)
+        kwargs: dict[str, Any] = {
+            "num_items": spec.num_items,
+            "max_len": spec.max_len,
+            "threads": threads,
+        }
+        loaded: tuple[Backend, ArtifactEntry] | None = None
+        gpu_art = _gpu_artifact(manifest, fmt, precision) if accelerator != "cpu" else None
+        if gpu_art is not None:
+            extra = (
+                {"gpu_delegate": gpu_delegate, "inputs": gpu_art.inputs} if fmt == "tflite" else {}
+            )
+            try:
+                be = create_backend(
+                    fmt, manifest.path(gpu_art.path), accelerator="gpu", **kwargs, **extra
+                )
+                loaded = (be, gpu_art)
+            except AcceleratorUnavailable as exc:
+                if accelerator == "gpu":
+                    raise
+                log.info(
+                    "GPU artifact %s not usable, using the CPU artifact: %s", gpu_art.name, exc
+                )
+        if loaded is None:
+            art = _cpu_artifact(manifest, fmt, precision)
+            extra = {"gpu_delegate": gpu_delegate, "inputs": art.inputs} if fmt == "tflite" else {}
+            acc = "cpu" if gpu_art is not None else accelerator
+            loaded = (
+                create_backend(fmt, manifest.path(art.path), accelerator=acc, **kwargs, **extra),
+                art,
+            )
+        be, art = loaded
+        prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
+        if isinstance(store, str | Path):
+            store = HistoryStore(store)
+        log.info("opened %s: %s %s on %s", manifest.root, art.format, art.precision, be.accelerator)
+        return cls(manifest, vocab, be, art, prior, dedupe=dedupe, store=store)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def accelerator(self) -> str:
+        """What actually runs the model: ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"tensorrt"``."""
+        return self.backend.accelerator
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def precision(self) -> str:
+        return self.artifact.precision
+
+    # ------------------------------------------------------------- recommend
+    def recommend(
+        self,
+        history: Sequence[Any],
+        k: int = 10,
+        exclude_seen: bool = True,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> list[Recommendation]:
+        """Top-``k`` items for one history.
+
+        Args:
+            history: raw item ids (strings, oldest first) or events with
+                ``.item`` and ``.timestamp``; unknown ids are counted and skipped.
+            k: how many recommendations (more than the catalog returns all).
+            exclude_seen: never recommend an item of the history.
+            include: allow-list of raw item ids (unknown ids are ignored).
+            exclude: deny-list of raw item ids (unknown ids are ignored).
+        """
+        row, stats = self.features.extract(history)
+        scores = self.prior.scores if stats.empty else self.backend.run_row(row)
+        excl = self._exclusions(stats.seen if exclude_seen else None, exclude)
+        incl = None if include is None else self._encode_ids(include, "include")
+        idx, sc = self.topk.query(scores, k, exclude=excl, include=incl)
+        return to_recommendations(self.vocab, idx, sc)
+
+    def recommend_batch(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        exclude_seen: bool = True,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> list[list[Recommendation]]:
+        """:meth:`recommend` for many histories (one backend pass over all rows)."""
+        rows, stats = self.features.extract_batch(histories)
+        scores = np.empty((len(rows), self.vocab.num_items), np.float32)
+        model_rows = [i for i, s in enumerate(stats) if not s.empty]
+        if model_rows:
+            scores[model_rows] = self.backend.run(rows[model_rows])
+        for i, s in enumerate(stats):
+            if s.empty:
+                scores[i] = self.prior.scores
+        incl = None if include is None else self._encode_ids(include, "include")
+        deny = None if exclude is None else self._encode_ids(exclude, "exclude")
+        out = []
+        for i, s in enumerate(stats):
+            excl = self._merge(s.seen if exclude_seen else None, deny)
+            idx, sc = self.topk.query(scores[i], k, exclude=excl, include=incl)
+            out.append(to_recommendations(self.vocab, idx, sc))
+        return out
+
+    def record(
+        self, user: str, item: str, timestamp: float | None = None, event_type: str = "view"
+    ) -> None:
+        """Append an event to the attached history store."""
+        self._require_store().record(user, item, timestamp, event_type)
+
+    def recommend_for(self, user: str, k: int = 10, **kwargs: Any) -> list[Recommendation]:
+        """:meth:`recommend` on ``user``'s history from the attached store."""
+        return self.recommend(self._require_store().history(user), k, **kwargs)
+
+    def close(self) -> None:
+        """Release the backend (and the store, if this object opened it)."""
+        self.backend.close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Recommender({self.manifest.model_id}@{self.manifest.model_version}, "
+            f"{self.artifact.name} on {self.backend.name}/{self.accelerator})"
+        )
+
+    # --------------------------------------------------------------- helpers
+    def _require_store(self) -> HistoryStore:
+        if self.store is None:
+            raise InputError("no history store attached: Recommender.open(..., store=PATH)")
+        return self.store
+
+    def _encode_ids(self, ids: Iterable[str], what: str) -> np.ndarray:
+        if isinstance(ids, str):
+            raise InputError(f"{what} must be a collection of item ids, not one string")
+        out = []
+        for item in ids:
+            if not isinstance(item, str):
+                raise InputError(f"{what}: item ids are strings (got {type(item).__name__})")
+            index = self.vocab.get(item)
+            if index is not None:
+                out.append(index)
+        return np.asarray(out, np.int64)
+
+    def _exclusions(self, seen: np.ndarray | None, exclude: Iterable[str] | None):
+        deny = None if exclude is None else self._encode_ids(exclude, "exclude")
+        return self._merge(seen, deny)
+
+    @staticmethod
+    def _merge(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        if a is None or not len(a):
+            return b
+        if b is None or not len(b):
+            return a
+        return np.union1d(a, b)
+
+
+def _pick_format(manifest: Manifest, backend: str) -> str:
+    formats = {a.format for a in manifest.artifacts}
+    if backend != "auto":
+        fmt = FORMAT_FOR_BACKEND[backend]
+        if fmt not in formats:
+            raise BundleError(f"{manifest.root}: the bundle has no {fmt} artifact for {backend}")
+        if not backend_available(fmt):
+            raise MissingExtraError("runtime", REQUIRED_MODULE[fmt])
+        return fmt
+    for fmt in ("tflite", "onnx"):
+        if fmt in formats and backend_available(fmt):
+            return fmt
+    needed = " or ".join(REQUIRED_MODULE[f] for f in sorted(formats) if f in REQUIRED_MODULE)
+    raise MissingExtraError("runtime", needed or "ai_edge_litert")
+
+
+def _usable(manifest: Manifest, fmt: str) -> list[ArtifactEntry]:
+    return [a for a in manifest.artifacts if a.format == fmt and a.gate_passed]
+
+
+def _cpu_artifact(manifest: Manifest, fmt: str, precision: str) -> ArtifactEntry:
+    arts = [a for a in _usable(manifest, fmt) if "gpu" not in a.roles or len(a.roles) > 1]
+    if precision != "auto":
+        match = [a for a in arts if a.precision == precision]
+        if not match:
+            have = sorted({a.precision for a in arts})
+            raise InputError(
+                f"{manifest.root}: no {fmt} artifact with precision {precision!r} "
+                f"(have: {', '.join(have)})"
+            )
+        return match[0]
+    for role in ("default", "cpu-fallback"):
+        for a in arts:
+            if role in a.roles:
+                return a
+    # no role in this format: take the precision of the bundle's default artifact
+    for role in ("default", "cpu-fallback"):
+        for ref in manifest.artifacts:
+            if role in ref.roles:
+                for a in arts:
+                    if a.precision == ref.precision:
+                        return a
+    if not arts:
+        raise BundleError(f"{manifest.root}: no usable {fmt} artifact")
+    return arts[0]
+
+
+def _gpu_artifact(manifest: Manifest, fmt: str, precision: str) -> ArtifactEntry | None:
+    if fmt == "onnx":  # ONNX Runtime providers take the CPU artifact itself
+        return None
+    for a in _usable(manifest, fmt):
+        if "gpu" in a.roles and a.gpu.get("ready") and precision in ("auto", a.precision):
+            return a
+    return None
+
+
+__all__ = ["BACKEND_FOR_FORMAT", "Recommender"]
