@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -101,7 +102,14 @@ def run_train(args: argparse.Namespace) -> int:
         dataset.num_interactions,
     )
     t0 = time.perf_counter()
-    result = train_teacher(split, config, strategy=args.strategy, progress=not args.no_progress)
+    checkpoints = args.out.with_name(f".{args.out.name}.checkpoint")
+    result = train_teacher(
+        split,
+        config,
+        strategy=args.strategy,
+        progress=not args.no_progress,
+        checkpoint_dir=checkpoints,
+    )
     meta = {
         "dataset": {
             "name": dataset.name,
@@ -118,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     history = [asdict(h) for h in result.history]
     save_teacher(args.out, result.model, split.vocab, config, meta, history)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     meta["total_seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         print(json.dumps(meta, indent=2))

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -88,8 +89,14 @@ def train_teacher(
     strategy: str = "default",
     progress: bool = True,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train a BERT4Rec teacher on ``split.train`` with early stopping on validation."""
+    """Train a BERT4Rec teacher on ``split.train`` with early stopping on validation.
+
+    With ``checkpoint_dir``, the best epoch's weights are also written to
+    ``checkpoint_dir/best.weights.h5`` whenever validation NDCG@10 improves, so an
+    interrupted run keeps its best model.
+    """
     mc, tc = config.model, config.train
     set_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -163,6 +170,9 @@ def train_teacher(
         if valid["NDCG@10"] > best_ndcg:
             best_ndcg, best_epoch, best_valid = valid["NDCG@10"], epoch, valid
             best_weights = [w.numpy().copy() for w in model.weights]
+            if checkpoint_dir is not None:
+                Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                model.save_weights(Path(checkpoint_dir) / "best.weights.h5")
         bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
         log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
         if epoch - best_epoch >= tc.patience:

@@ -86,13 +86,30 @@ def test_save_load_and_saved_model_round_trip(trained, walk_split, tmp_path: Pat
         load_teacher(out)
 
 
-def test_mirrored_strategy_runs(walk_split) -> None:
+def test_mirrored_strategy_runs_and_checkpoints(walk_split, tmp_path: Path) -> None:
     from edgerec.teacher.train import train_teacher
 
     result = train_teacher(
-        walk_split, TINY.with_overrides(epochs=2), strategy="mirrored", progress=False
+        walk_split,
+        TINY.with_overrides(epochs=2),
+        strategy="mirrored",
+        progress=False,
+        checkpoint_dir=tmp_path / "ckpt",
     )
     assert len(result.history) == 2 and np.isfinite(result.history[-1].loss)
+    assert (tmp_path / "ckpt" / "best.weights.h5").stat().st_size > 0
+
+
+def test_bfloat16_training_exports_float32(walk_split) -> None:
+    from edgerec.teacher.train import train_teacher
+
+    cfg = TINY.with_overrides(epochs=2, precision="bfloat16")
+    result = train_teacher(walk_split, cfg, progress=False)
+    rows = np.zeros((2, TINY.model.max_len), np.int32)
+    rows[:, -1] = walk_split.vocab.mask_id
+    out = result.model(rows, training=False)
+    assert out.dtype == "float32" and np.isfinite(np.asarray(out)).all()
+    assert all(w.dtype == "float32" for w in result.model.weights)
 
 
 def test_missing_teacher_dir(tmp_path: Path) -> None:
