@@ -33,3 +33,32 @@ test-fast: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+
+# --- device_tests/: the on-device suite (see device_tests/README.md) -----------------
+#   make device-test            — host mode in .venv against a tiny bundle (CI: ~10 s, + ~50 s to build the bundle once)
+#   make device-test-installed  — same, in a fresh venv holding only the built wheel + [runtime]
+#   make device-test-aarch64    — the suite on aarch64 under qemu-user (needs root; ~40 s setup once, ~15-50 s a run)
+DEVICE_BUNDLE  ?= build/device-bundle
+DEVICE_PROFILE ?= host
+DEVICE_REPORT  ?= build/device-report.json
+DEVICE_VENV    ?= build/device-venv
+
+.PHONY: device-bundle device-test device-test-installed device-test-aarch64
+
+device-bundle: venv
+	$(PY) -m device_tests.make_bundle $(DEVICE_BUNDLE)
+
+device-test: device-bundle
+	$(BIN)/pytest -c device_tests/pytest.ini device_tests --bundle $(DEVICE_BUNDLE) \
+		--profile $(DEVICE_PROFILE) --report $(DEVICE_REPORT)
+
+device-test-installed: device-bundle
+	test -x $(DEVICE_VENV)/bin/python || $(PYTHON) -m venv $(DEVICE_VENV)
+	wheel=$$(device_tests/build-wheel.sh build/device-dist $(PY) 2>/dev/null) && \
+		$(DEVICE_VENV)/bin/python -m pip install -q "$$wheel[runtime]" 'pytest>=8,<10' && \
+		$(DEVICE_VENV)/bin/python -m pip install -q --force-reinstall --no-deps "$$wheel"
+	$(DEVICE_VENV)/bin/pytest -c device_tests/pytest.ini device_tests --bundle $(DEVICE_BUNDLE) \
+		--profile $(DEVICE_PROFILE) --strict-install --report build/device-report-installed.json
+
+device-test-aarch64: device-bundle
+	device_tests/emulate-aarch64.sh $(DEVICE_BUNDLE)

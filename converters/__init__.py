@@ -2,5 +2,60 @@
 
 Distils the teacher into a student, exports TFLite and ONNX artifacts, quantizes,
 validates them in their real interpreters and writes a bundle. Imports
-TensorFlow, tf2onnx and onnx lazily inside its passes.
+TensorFlow, tf2onnx and onnx lazily inside its passes; importing this package
+(or its config) loads none of them.
+
+Entry point::
+
+    from edgerec.converters import ConvertConfig, convert
+
+    result = convert("runs/teacher", "movielens-100k", "bundles/ml100k")
+    print(result.status, result.summary["quality"])
+
+Passes (one module each, a typed options dataclass and a ``run()``):
+``distil`` -> ``savedmodel`` -> ``tflite`` / ``onnxconv`` -> ``gpu`` ->
+``validate`` -> ``package`` + ``report``; ``pipeline.convert`` chains them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgerec.converters.config import ConvertConfig, Precision, Target
+    from edgerec.converters.pipeline import ConvertResult, convert
+    from edgerec.converters.validate import GateFailed, ParityError
+
+_EXPORTS = {
+    "ConvertConfig": "edgerec.converters.config",
+    "Precision": "edgerec.converters.config",
+    "Target": "edgerec.converters.config",
+    "ConvertResult": "edgerec.converters.pipeline",
+    "convert": "edgerec.converters.pipeline",
+    "GateFailed": "edgerec.converters.validate",
+    "ParityError": "edgerec.converters.validate",
+}
+
+__all__ = [
+    "ConvertConfig",
+    "ConvertResult",
+    "GateFailed",
+    "ParityError",
+    "Precision",
+    "Target",
+    "convert",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgerec.converters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,12 +9,20 @@ A bundle is a directory::
     reference/inputs.npy   reference input rows for device-side parity checks
     reference/<name>.npy   reference outputs of the float student (and artifacts)
     <artifacts>            e.g. student.int8-dynamic.tflite, student.fp32.onnx
+    <artifact files>       e.g. student.fp16.gpu.embeddings.npy (GPU-variant inputs)
     report.md/.json/.png   the converter's report
 
 ``manifest.json`` lists every other file with its sha256 and byte size; the
 runtime refuses a bundle whose schema version it does not know, whose status is
 ``rejected``, or whose files are missing or do not match their hashes — with an
 error naming the file and the reason. This module is TensorFlow-free.
+
+**Input contract of an artifact.** ``ArtifactEntry.inputs`` lists the model's
+inputs; each has ``name``, ``shape``, ``dtype`` and ``feed``, which says how a
+runtime builds it from the encoded item row (``FeatureSpec.encode``, int32
+``[L]``) — see :data:`FEEDS` and :func:`build_feeds`. Standard artifacts take the
+row itself; the GPU variant takes float embedding rows plus a float key mask
+(the GPU delegate computes on floats only).
 """
 
 from __future__ import annotations
@@ -28,14 +36,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgerec.errors import EdgerecError, InputError
 from edgerec.features import FeatureSpec
+from edgerec.vocab import PAD_ID
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 STATUS_ACCEPTED = "accepted"
 STATUS_REJECTED = "rejected"
+
+#: how each artifact input is built from an encoded item row ``row`` (int32 ``[L]``)
+FEEDS = {
+    "items": "the row itself, int32 [1, L]",
+    "embedding_rows": "table[row] as float32 [1, L, d]; table = the .npy file named by "
+    "the input's 'table' key (float16 [n + 2, d], rows indexed like the vocabulary)",
+    "key_mask": "float32 [1, L]: 1.0 where row != 0 (items and [MASK]), 0.0 for padding",
+}
 
 
 class BundleError(EdgerecError):
@@ -70,6 +89,13 @@ class ArtifactEntry:
     metrics: dict[str, Any] = field(default_factory=dict)  # NDCG@10, parity, latency...
     experimental: bool = False
     gate_passed: bool = True
+    reference_output: str | None = None  # reference/<name>.npy: outputs on reference/inputs.npy
+    files: list[str] = field(default_factory=list)  # other bundle files it needs (tables)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_default(self) -> bool:
+        return "default" in self.roles
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -132,6 +158,34 @@ class Manifest:
                 return a
         names = ", ".join(a.name for a in self.artifacts)
         raise BundleError(f"{self.root}: no artifact named {name!r} (have: {names})")
+
+
+def build_feeds(
+    inputs: list[dict[str, Any]], row: np.ndarray, tables: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The feeds of one batch-1 call for an encoded item row (see :data:`FEEDS`).
+
+    Args:
+        inputs: ``ArtifactEntry.inputs``.
+        row: int32 ``[L]`` from :meth:`FeatureSpec.encode`.
+        tables: loaded tables by file name, for ``embedding_rows`` inputs.
+    """
+    row = np.asarray(row)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        feed = spec.get("feed", "items")
+        if feed == "items":
+            feeds[spec["name"]] = row.astype(np.int32)[None]
+        elif feed == "embedding_rows":
+            name = spec.get("table")
+            if not tables or name not in tables:
+                raise BundleError(f"input {spec['name']!r} needs the table {name!r}")
+            feeds[spec["name"]] = tables[name][row].astype(np.float32)[None]
+        elif feed == "key_mask":
+            feeds[spec["name"]] = (row != PAD_ID).astype(np.float32)[None]
+        else:
+            raise BundleError(f"input {spec.get('name')!r}: unknown feed {feed!r}")
+    return feeds
 
 
 def read_manifest(root: str | Path) -> Manifest:

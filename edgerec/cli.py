@@ -23,6 +23,9 @@ from edgerec.errors import EdgerecError
 COMMAND_MODULES = (
     "edgerec.data.cli",
     "edgerec.teacher.cli",
+    "edgerec.converters.cli",
+    "edgerec.bench.cli",
+    "edgerec.coordinator.cli",
 )
 
 EPILOG = """\

@@ -17,7 +17,6 @@ prior instead of the model.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,7 @@ class Recommender:
         self.features = FeatureExtractor(vocab, self.spec, dedupe)
         self.topk = TopK(vocab.num_items)
         self.store = store
-        self._lock = threading.Lock()
+        self._owns_store = False  # set by open() when it opened the store from a path
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -151,11 +150,21 @@ class Recommender:
                 art,
             )
         be, art = loaded
-        prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
-        if isinstance(store, str | Path):
-            store = HistoryStore(store)
+        owns_store = False
+        try:  # a failure below must not leak the loaded backend (no partial state)
+            prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
+            if isinstance(store, str | Path):
+                store = HistoryStore(store)
+                owns_store = True
+            rec = cls(manifest, vocab, be, art, prior, dedupe=dedupe, store=store)
+        except BaseException:
+            be.close()
+            if owns_store and isinstance(store, HistoryStore):
+                store.close()
+            raise
+        rec._owns_store = owns_store
         log.info("opened %s: %s %s on %s", manifest.root, art.format, art.precision, be.accelerator)
-        return cls(manifest, vocab, be, art, prior, dedupe=dedupe, store=store)
+        return rec
 
     # ------------------------------------------------------------ properties
     @property
@@ -234,8 +243,10 @@ class Recommender:
         return self.recommend(self._require_store().history(user), k, **kwargs)
 
     def close(self) -> None:
-        """Release the backend (and the store, if this object opened it)."""
+        """Release the backend (and the store, if this object opened it). Idempotent."""
         self.backend.close()
+        if self._owns_store and self.store is not None:
+            self.store.close()
 
     def __enter__(self) -> Recommender:
         return self

@@ -59,7 +59,10 @@ class TrainConfig:
     mask_prob: float = 0.2
     last_item_mask_prob: float = 0.1
     windows_per_length: float = 1.0
-    patience: int = 12
+    patience: int = 16
+    lr_decay_patience: int = 4
+    lr_decay_factor: float = 0.5
+    min_learning_rate: float = 1e-5
     eval_batch_size: int = 256
     seed: int = 42
     precision: str = "float32"
@@ -80,6 +83,10 @@ class TrainConfig:
             raise InputError("train.learning_rate must be > 0 and weight_decay >= 0")
         if self.windows_per_length <= 0 or self.patience < 1:
             raise InputError("train.windows_per_length must be > 0 and patience >= 1")
+        if self.lr_decay_patience < 1 or not 0.0 < self.lr_decay_factor <= 1.0:
+            raise InputError("train.lr_decay_patience must be >= 1, lr_decay_factor in (0, 1]")
+        if not 0.0 < self.min_learning_rate <= self.learning_rate:
+            raise InputError("train.min_learning_rate must be in (0, learning_rate]")
 
 
 @dataclass(frozen=True)

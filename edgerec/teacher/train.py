@@ -63,6 +63,7 @@ class EpochLog:
     loss: float
     valid: dict[str, float]
     seconds: float
+    learning_rate: float = 0.0
 
 
 @dataclass
@@ -163,7 +164,9 @@ def train_teacher(
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
         valid = validation_metrics(scorer, split)
-        entry = EpochLog(epoch, loss, valid, time.perf_counter() - t0)
+        entry = EpochLog(
+            epoch, loss, valid, time.perf_counter() - t0, float(optimizer.learning_rate)
+        )
         history.append(entry)
         if on_epoch:
             on_epoch(entry)
@@ -175,7 +178,12 @@ def train_teacher(
                 model.save_weights(Path(checkpoint_dir) / "best.weights.h5")
         bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
         log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
-        if epoch - best_epoch >= tc.patience:
+        stale = epoch - best_epoch
+        if stale and stale % tc.lr_decay_patience == 0 and tc.lr_decay_factor < 1.0:
+            lr = max(float(optimizer.learning_rate) * tc.lr_decay_factor, tc.min_learning_rate)
+            optimizer.learning_rate.assign(lr)
+            log.debug("epoch %d: learning rate -> %.2e", epoch, lr)
+        if stale >= tc.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
             break
     if best_weights is not None:

@@ -116,13 +116,14 @@ class LiteRTBackend(Backend):
         self._in = []
         for i, spec in enumerate(self._feeds.specs):
             d = by_tensor.get(spec.get("tensor", ""), details[i])
-            if tuple(d["shape"]) != tuple(spec["shape"]):
+            shape = tuple(int(x) for x in d["shape"])
+            if shape != tuple(spec["shape"]):
                 raise BackendError(
-                    f"{self.path}: input {spec['name']!r} has shape {tuple(d['shape'])}, "
+                    f"{self.path}: input {spec['name']!r} has shape {shape}, "
                     f"the manifest says {tuple(spec['shape'])}"
                 )
             self._in.append((d["index"], d["dtype"]))
-        out_shape = tuple(outputs[0]["shape"])
+        out_shape = tuple(int(x) for x in outputs[0]["shape"])
         if out_shape != (1, self.num_items):
             raise BackendError(
                 f"{self.path}: output shape {out_shape}, expected (1, {self.num_items})"
@@ -135,6 +136,8 @@ class LiteRTBackend(Backend):
             return self._compiled.run(feeds, self.num_items)
         with self._lock:
             interp = self._interpreter
+            if interp is None:
+                raise BackendError(f"{self.path}: the backend is closed")
             for (index, dtype), value in zip(self._in, feeds.values(), strict=True):
                 interp.set_tensor(index, value.astype(dtype, copy=False))
             interp.invoke()
@@ -142,10 +145,12 @@ class LiteRTBackend(Backend):
             return interp.get_tensor(self._out)[0].astype(np.float32, copy=False)
 
     def close(self) -> None:
-        self._interpreter = None
-        if self._compiled is not None:
-            self._compiled.close()
-            self._compiled = None
+        """Drop the interpreter (or close the compiled GPU model). Idempotent."""
+        with self._lock:
+            self._interpreter = None
+            if self._compiled is not None:
+                self._compiled.close()
+                self._compiled = None
 
 
 def _missing_gpu_runtime() -> str | None:

@@ -90,6 +90,13 @@ class OnnxRuntimeBackend(Backend):
         self.providers = used
 
     def run_row(self, row: np.ndarray) -> np.ndarray:
+        session = self._session  # InferenceSession.run is thread-safe
+        if session is None:
+            raise BackendError(f"{self.path}: the backend is closed")
         x = row.reshape(1, self.max_len).astype(self._input_dtype, copy=False)
-        (scores,) = self._session.run([self._output_name], {self._input_name: x})
+        (scores,) = session.run([self._output_name], {self._input_name: x})
         return scores[0].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Drop the inference session. Idempotent."""
+        self._session = None

@@ -1,0 +1,443 @@
+"""Benchmark of ``edgerec convert`` (issue 3): the numbers the issue asks for.
+
+Parts (``--parts``, default all):
+
+* ``ml100k``     — ``convert()`` on MovieLens-100K with the real teacher and the
+  default config: wall time (target <= 10 min), every artifact's size, parity,
+  NDCG@10/HR@10 and p50 latency, the default int8-dynamic TFLite's NDCG@10 vs the
+  teacher's (target >= 97%) with the paired-bootstrap CI of student − teacher.
+* ``teacher``    — the teacher exported to fp32 TFLite: the default artifact must
+  be <= 500 KB and >= 10x smaller than it.
+* ``ablation``   — the same student trained on ground truth only (alpha = 0, same
+  seed and epochs) vs the distilled one, test NDCG@10 with a paired bootstrap.
+* ``determinism``— two conversions with the same inputs and seed (fewer epochs):
+  are the metrics identical, and are the artifact bytes identical?
+* ``scale``      — a synthetic ~100k-item catalog (``edgerec.data.synth``): a
+  teacher is trained, then converted; int8-dynamic must be <= 10 MB (item table
+  stored once), with time and quality retention recorded.
+
+Results go to ``benchmarks/out/convert_<part>.json`` and a short table is printed.
+
+    .venv/bin/python benchmarks/bench_convert.py --teacher runs/teacher
+    .venv/bin/python benchmarks/bench_convert.py --parts scale --scale-users 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench_convert")
+PARTS = ("ml100k", "teacher", "ablation", "determinism", "scale")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "note": "shared 2-core x86 (AVX512/VNNI/AMX) dev machine, no GPU",
+    }
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save(out: Path, part: str, result: dict[str, Any]) -> Path:
+    from edgerec.converters.report import _json_default
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"convert_{part}.json"
+    path.write_text(json.dumps(result, indent=2, default=_json_default))
+    log.info("wrote %s", path)
+    return path
+
+
+def run_convert(teacher: Path, data: Any, out: Path, config: Any) -> Any:
+    from edgerec.converters.pipeline import convert
+
+    return convert(teacher, data, out, config, force=True, raise_on_gate=False, progress=True)
+
+
+def artifact_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = (
+        "name",
+        "bytes",
+        "NDCG@10",
+        "HR@10",
+        "max_abs_err",
+        "top10_overlap",
+        "latency_ms_p50",
+        "gpu_ready",
+        "gate",
+    )
+    return [{k: a.get(k) for k in keys} for a in summary["artifacts"]]
+
+
+def part_ml100k(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    from edgerec.converters.config import ConvertConfig
+
+    config = ConvertConfig.from_toml(args.config).with_overrides(seed=args.seed)
+    t0 = time.perf_counter()
+    result = run_convert(args.teacher, args.data, args.out / "bundles" / "ml100k", config)
+    wall = time.perf_counter() - t0
+    state["ml100k"] = result
+    s = result.summary
+    q = s["quality"]
+    default = next(a for a in s["artifacts"] if a["name"] == q["artifact"])
+    return {
+        "status": s["status"],
+        "wall_seconds": round(wall, 1),
+        "target_wall_seconds": 600,
+        "timings": s["timings"],
+        "default_artifact": q["artifact"],
+        "default_bytes": default["bytes"],
+        "teacher": q["teacher"],
+        "student_keras": q["student_keras"],
+        "default_metrics": q.get("default"),
+        "retention_ratio": q.get("ratio"),
+        "retention_target": 0.97,
+        "bootstrap_student_minus_teacher": q.get("bootstrap"),
+        "protocol": q["protocol"],
+        "distillation": s["model"]["distillation"],
+        "artifacts": artifact_rows(s),
+        "gates": s["gates"]["failures"],
+        "warnings": s["gates"]["warnings"],
+    }
+
+
+def part_teacher(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    from edgerec.converters.config import Precision
+    from edgerec.converters.tflite import TFLiteOptions, convert_saved_model
+
+    path = args.out / "teacher.fp32.tflite"
+    t0 = time.perf_counter()
+    flat = convert_saved_model(args.teacher / "saved_model", TFLiteOptions(Precision.FP32, path))
+    path.write_bytes(flat)
+    out = {"teacher_fp32_tflite_bytes": len(flat), "seconds": round(time.perf_counter() - t0, 1)}
+    bundle = args.out / "bundles" / "ml100k"
+    manifest = json.loads((bundle / "manifest.json").read_text()) if bundle.is_dir() else None
+    if manifest:
+        default = next(
+            a for a in manifest["artifacts"] if a["name"] == manifest["default_artifact"]
+        )
+        out.update(
+            {
+                "default_artifact": default["name"],
+                "default_bytes": default["bytes"],
+                "ratio_teacher_over_default": round(len(flat) / default["bytes"], 2),
+                "target_ratio": 10,
+                "target_max_bytes": 500 * 1024,
+                "meets_500kb": default["bytes"] <= 500 * 1024,
+            }
+        )
+    return out
+
+
+def part_ablation(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    from edgerec.converters import distil
+    from edgerec.converters.config import ConvertConfig
+    from edgerec.converters.pipeline import _eval_set, _keras_quality, prepare
+    from edgerec.metrics import paired_bootstrap
+
+    config = ConvertConfig.from_toml(args.config).with_overrides(seed=args.seed)
+    result = state.get("ml100k")
+    if result is None:  # distil here when the ml100k part was skipped
+        prepared = prepare(args.teacher, args.data, args.out / "unused", config, force=True)
+        from edgerec.teacher.artifacts import load_teacher
+
+        _, teacher = load_teacher(args.teacher)
+        distilled = distil.run(
+            prepared.split,
+            distil.DistilOptions(prepared.student_cfg, config.distil),
+            teacher=teacher,
+        )
+        split, student_cfg = prepared.split, prepared.student_cfg
+    else:
+        distilled, split = result.student, result.split
+        student_cfg = distilled.config
+    t0 = time.perf_counter()
+    ablation = distil.run(
+        split,
+        distil.DistilOptions(student_cfg, replace(config.distil, alpha=0.0), name="ablation"),
+    )
+    seconds = time.perf_counter() - t0
+    histories, targets = _eval_set(split, config)
+    mode = config.validation.exclude_mode
+    m_d, ndcg_d = _keras_quality(distilled.model, distilled.spec, histories, targets, mode)
+    m_a, ndcg_a = _keras_quality(ablation.model, ablation.spec, histories, targets, mode)
+    boot = paired_bootstrap(ndcg_d, ndcg_a, seed=args.seed)
+    return {
+        "distilled": {
+            "test": m_d,
+            "best_epoch": distilled.best_epoch,
+            "epochs_run": len(distilled.history),
+            "alpha": distilled.alpha,
+        },
+        "ground_truth_only": {
+            "test": m_a,
+            "best_epoch": ablation.best_epoch,
+            "epochs_run": len(ablation.history),
+            "seconds": round(seconds, 1),
+        },
+        "bootstrap_distilled_minus_ablation": boot.to_json(),
+        "distillation_wins": boot.diff > 0,
+    }
+
+
+def part_determinism(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    from edgerec.converters.config import ConvertConfig
+
+    config = ConvertConfig.from_toml(args.config).with_overrides(
+        seed=args.seed, epochs=args.determinism_epochs
+    )
+    runs = []
+    for i in range(2):
+        out = args.out / "bundles" / f"determinism{i}"
+        result = run_convert(args.teacher, args.data, out, config)
+        manifest = json.loads((out / "manifest.json").read_text())
+        runs.append(
+            {
+                "metrics": {
+                    a["name"]: {
+                        k: v for k, v in a["metrics"].items() if not k.startswith("latency")
+                    }
+                    for a in manifest["artifacts"]
+                },
+                "sha256": {a["name"]: a["sha256"] for a in manifest["artifacts"]},
+                "version": manifest["model"]["version"],
+                "quality": result.summary["quality"].get("default"),
+            }
+        )
+    a, b = runs
+    same_bytes = {k: a["sha256"][k] == b["sha256"].get(k) for k in a["sha256"]}
+    return {
+        "epochs": args.determinism_epochs,
+        "metrics_identical": a["metrics"] == b["metrics"] and a["quality"] == b["quality"],
+        "model_version_identical": a["version"] == b["version"],
+        "artifact_bytes_identical": same_bytes,
+        "all_bytes_identical": all(same_bytes.values()),
+        "quality": a["quality"],
+    }
+
+
+def part_scale(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
+    from edgerec.converters.config import ConvertConfig
+    from edgerec.data import generate_synthetic, leave_one_out, load_dataset
+    from edgerec.teacher.artifacts import save_teacher
+    from edgerec.teacher.config import TeacherConfig
+    from edgerec.teacher.train import train_teacher
+
+    work = args.out / "scale"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    csv = work / "synth.csv"
+    generate_synthetic(
+        args.scale_users,
+        args.scale_items,
+        mean_length=args.scale_length,
+        seed=args.seed,
+        out=csv,
+        item_skew=1.0,
+        zipf=0.3,
+    )
+    dataset = load_dataset(csv)
+    split = leave_one_out(dataset)
+    t_data = time.perf_counter() - t0
+    log.info(
+        "scale data: %d users, %d items, %d interactions",
+        dataset.num_users,
+        dataset.num_items,
+        dataset.num_interactions,
+    )
+    teacher_dir = work / "teacher"
+    t0 = time.perf_counter()
+    if not (teacher_dir / "teacher.json").is_file():
+        tcfg = TeacherConfig.from_json(
+            {
+                "model": {
+                    "d_model": args.scale_teacher_d,
+                    "num_blocks": 2,
+                    "num_heads": 2,
+                    "ffn_dim": 4 * args.scale_teacher_d,
+                    "max_len": 50,
+                },
+                "train": {
+                    "epochs": args.scale_teacher_epochs,
+                    "patience": 5,
+                    "seed": args.seed,
+                    "batch_size": 256,
+                    "eval_batch_size": 512,
+                },
+            }
+        )
+        trained = train_teacher(split, tcfg, progress=True)
+        save_teacher(
+            teacher_dir,
+            trained.model,
+            split.vocab,
+            tcfg,
+            {"dataset": {"name": "synth100k"}, "seed": args.seed, "best_epoch": trained.best_epoch},
+            [],
+        )
+    t_teacher = time.perf_counter() - t0
+    config = ConvertConfig.from_toml(args.config).with_overrides(
+        seed=args.seed, epochs=args.scale_epochs, max_eval_users=args.scale_eval_users
+    )
+    config = replace(
+        config, distil=replace(config.distil, batch_size=256, patience=args.scale_epochs)
+    )
+    t0 = time.perf_counter()
+    result = run_convert(teacher_dir, split, args.out / "bundles" / "synth100k", config)
+    t_convert = time.perf_counter() - t0
+    s = result.summary
+    q = s["quality"]
+    rows = artifact_rows(s)
+    dyn = next((r for r in rows if r["name"] == "tflite-int8-dynamic"), None)
+    return {
+        "status": s["status"],
+        "dataset": {
+            "users": dataset.num_users,
+            "items": dataset.num_items,
+            "interactions": dataset.num_interactions,
+            "generator": {
+                "users": args.scale_users,
+                "items": args.scale_items,
+                "mean_length": args.scale_length,
+                "item_skew": 1.0,
+                "zipf": 0.3,
+            },
+        },
+        "seconds": {
+            "data": round(t_data, 1),
+            "teacher_train": round(t_teacher, 1),
+            "convert": round(t_convert, 1),
+        },
+        "timings": s["timings"],
+        "int8_dynamic_bytes": dyn["bytes"] if dyn else None,
+        "target_max_bytes": 10 * 1024 * 1024,
+        "table_bytes_int8_once": (dataset.num_items + 2) * s["model"]["config"]["d_model"],
+        "teacher": q["teacher"],
+        "default_metrics": q.get("default"),
+        "retention_ratio": q.get("ratio"),
+        "bootstrap_student_minus_teacher": q.get("bootstrap"),
+        "eval_users": q["num_users"],
+        "artifacts": rows,
+        "gates": s["gates"]["failures"],
+    }
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    if "ml100k" in results:
+        r = results["ml100k"]
+        b = r.get("bootstrap_student_minus_teacher") or {}
+        lines.append(
+            f"ml100k: {r['status']} in {r['wall_seconds']:.0f} s (target 600); default "
+            f"{r['default_artifact']} {r['default_bytes']:,} B, NDCG@10 "
+            f"{(r['default_metrics'] or {}).get('NDCG@10', float('nan')):.4f} vs teacher "
+            f"{r['teacher']['NDCG@10']:.4f} = {r['retention_ratio']:.1%} (target 97%), "
+            f"diff CI [{b.get('low', float('nan')):+.4f}, {b.get('high', float('nan')):+.4f}]"
+        )
+    if "teacher" in results and "ratio_teacher_over_default" in results["teacher"]:
+        r = results["teacher"]
+        lines.append(
+            f"teacher fp32 TFLite {r['teacher_fp32_tflite_bytes']:,} B = "
+            f"{r['ratio_teacher_over_default']}x the default artifact (target >= 10x)"
+        )
+    if "ablation" in results:
+        r = results["ablation"]
+        b = r["bootstrap_distilled_minus_ablation"]
+        lines.append(
+            f"ablation: distilled NDCG@10 {r['distilled']['test']['NDCG@10']:.4f} vs ground-truth"
+            f"-only {r['ground_truth_only']['test']['NDCG@10']:.4f}, diff {b['diff']:+.4f} "
+            f"CI [{b['low']:+.4f}, {b['high']:+.4f}]"
+        )
+    if "determinism" in results:
+        r = results["determinism"]
+        lines.append(
+            f"determinism: metrics identical {r['metrics_identical']}, artifact bytes "
+            f"identical {r['all_bytes_identical']}"
+        )
+    if "scale" in results:
+        r = results["scale"]
+        lines.append(
+            f"scale: {r['dataset']['items']:,} items, {r['status']}, int8-dynamic "
+            f"{(r['int8_dynamic_bytes'] or 0) / 2**20:.2f} MiB (target 10 MB), convert "
+            f"{r['seconds']['convert']:.0f} s, retention {r['retention_ratio'] or float('nan'):.1%}"
+        )
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher")
+    p.add_argument("--data", default="movielens-100k")
+    p.add_argument("--config", type=Path, help="converter TOML (default: default.toml)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--determinism-epochs", type=int, default=8)
+    p.add_argument("--scale-users", type=int, default=30000)
+    p.add_argument("--scale-items", type=int, default=100000)
+    p.add_argument("--scale-length", type=float, default=25.0)
+    p.add_argument("--scale-teacher-d", type=int, default=96)
+    p.add_argument("--scale-teacher-epochs", type=int, default=4)
+    p.add_argument("--scale-epochs", type=int, default=4)
+    p.add_argument("--scale-eval-users", type=int, default=2000)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        p.error(f"unknown parts {sorted(unknown)} (known: {', '.join(PARTS)})")
+    needs_teacher = {"ml100k", "teacher", "ablation", "determinism"} & set(parts)
+    if needs_teacher and not (args.teacher / "teacher.json").is_file():
+        p.error(f"{args.teacher}: no teacher (train one with 'edgerec train' first)")
+    state: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    funcs = {
+        "ml100k": part_ml100k,
+        "teacher": part_teacher,
+        "ablation": part_ablation,
+        "determinism": part_determinism,
+        "scale": part_scale,
+    }
+    for part in PARTS:
+        if part not in parts:
+            continue
+        log.info("=== %s ===", part)
+        t0 = time.perf_counter()
+        result = funcs[part](args, state)
+        result["part_seconds"] = round(time.perf_counter() - t0, 1)
+        result["machine"] = machine()
+        result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+        result["teacher_dir"] = str(args.teacher)
+        save(args.out, part, result)
+        results[part] = result
+    print_table(results)
+    np.set_printoptions()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Typed configuration of ``edgerec convert``, loaded from TOML.
+
+Defaults live in ``default.toml`` beside this module (documented there); a user
+file overrides any subset of keys and CLI flags override both. Unknown keys and
+unknown precision/target names are errors (:class:`~edgerec.errors.InputError`,
+exit 2), never ignored. This module is TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgerec.errors import InputError
+
+
+class Precision(StrEnum):
+    """Numeric mode of an exported artifact."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, float activations (dynamic range)
+    INT8 = "int8"  # int8 weights and activations (representative-data calibration)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def bytes_per_weight(self) -> int:
+        return {"fp32": 4, "fp16": 2}.get(self.value, 1)
+
+
+class Target(StrEnum):
+    """Artifact file format."""
+
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: precisions each target can produce (full int8 is TFLite only)
+SUPPORTED = {
+    Target.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8),
+    Target.ONNX: (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC),
+}
+
+
+def parse_precision(name: str, where: str = "precision") -> Precision:
+    try:
+        return Precision(str(name).strip().lower())
+    except ValueError:
+        known = ", ".join(p.value for p in Precision)
+        raise InputError(f"{where}: unknown precision {name!r} (known: {known})") from None
+
+
+def parse_target(name: str, where: str = "target") -> Target:
+    try:
+        return Target(str(name).strip().lower())
+    except ValueError:
+        known = ", ".join(t.value for t in Target)
+        raise InputError(f"{where}: unknown target {name!r} (known: {known})") from None
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the student (a BERT4Rec, see :mod:`edgerec.teacher.model`)."""
+
+    d_model: int = 64
+    num_blocks: int = 2
+    num_heads: int = 2
+    ffn_dim: int = 256
+    max_len: int | None = None  # None = the teacher's max_len
+    dropout: float = 0.2
+    attention_dropout: float = 0.2
+    mask_value: float = -16.0
+
+    def validate(self) -> None:
+        for name in ("d_model", "num_blocks", "num_heads", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise InputError(f"student.{name} must be positive (got {getattr(self, name)})")
+        if self.d_model % self.num_heads:
+            raise InputError(
+                f"student.d_model ({self.d_model}) must be divisible by "
+                f"student.num_heads ({self.num_heads})"
+            )
+        if self.max_len is not None and self.max_len < 2:
+            raise InputError(
+                f"student.max_len must be at least 2 (got {self.max_len}); leave it out to "
+                "use the teacher's length"
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InputError(f"student.{name} must be in [0, 1)")
+        if not -1e4 <= self.mask_value < 0:
+            raise InputError(
+                f"student.mask_value must be a finite negative logit, about -16 "
+                f"(got {self.mask_value}); -1e9 breaks full-int8 quantization"
+            )
+
+
+@dataclass(frozen=True)
+class DistilConfig:
+    """Knowledge distillation: soft teacher targets plus ground truth, Cloze inputs."""
+
+    temperature: float = 2.0
+    alpha: float = 0.7
+    epochs: int = 60
+    patience: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    mask_prob: float = 0.2
+    last_item_mask_prob: float = 0.1
+    windows_per_length: float = 1.0
+    seed: int = 42
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise InputError(f"distil.temperature must be > 0 (got {self.temperature})")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"distil.alpha must be in [0, 1] (got {self.alpha})")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise InputError("distil.epochs, distil.patience and distil.batch_size must be >= 1")
+        if self.learning_rate <= 0:
+            raise InputError("distil.learning_rate must be > 0")
+        if not 0.0 < self.mask_prob < 1.0 or not 0.0 <= self.last_item_mask_prob <= 1.0:
+            raise InputError("distil.mask_prob must be in (0, 1), last_item_mask_prob in [0, 1]")
+        if self.windows_per_length <= 0:
+            raise InputError("distil.windows_per_length must be > 0")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Which artifacts to build and how."""
+
+    targets: tuple[Target, ...] = (Target.TFLITE, Target.ONNX)
+    precisions: tuple[Precision, ...] = (
+        Precision.FP32,
+        Precision.FP16,
+        Precision.INT8_DYNAMIC,
+        Precision.INT8,
+    )
+    gpu: bool = True
+    onnx_opset: int = 17
+    calibration_samples: int = 300
+    int8_per_channel: bool = False
+
+    def validate(self) -> None:
+        if not self.targets:
+            raise InputError("export.targets must name at least one target (tflite, onnx)")
+        if not self.precisions:
+            raise InputError("export.precisions must name at least one precision")
+        if self.onnx_opset < 17:
+            raise InputError(f"export.onnx_opset must be >= 17 (got {self.onnx_opset})")
+        if self.calibration_samples < 1:
+            raise InputError("export.calibration_samples must be >= 1")
+
+    @property
+    def all_precisions(self) -> tuple[Precision, ...]:
+        """The requested precisions plus fp32, which is always built (cpu-fallback)."""
+        out = [Precision.FP32] + [p for p in self.precisions if p is not Precision.FP32]
+        return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """How artifacts are validated in their real interpreters."""
+
+    num_sequences: int = 200
+    latency_runs: int = 200
+    reference_rows: int = 8
+    max_eval_users: int = 0
+    exclude_mode: str = "none"
+    bootstrap_resamples: int = 2000
+    threads: int = 1
+
+    def validate(self) -> None:
+        if self.num_sequences < 1 or self.latency_runs < 1 or self.reference_rows < 1:
+            raise InputError("validate.num_sequences, latency_runs and reference_rows must be >= 1")
+        if self.max_eval_users < 0 or self.bootstrap_resamples < 1 or self.threads < 1:
+            raise InputError("validate.max_eval_users >= 0, bootstrap_resamples/threads >= 1")
+        if self.exclude_mode not in ("none", "input", "history"):
+            raise InputError(
+                f"validate.exclude_mode must be none, input or history (got {self.exclude_mode!r})"
+            )
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Parity gate of one artifact: maximum degradation against the Keras student."""
+
+    max_abs_err: float | None = None
+    min_overlap: float | None = None
+    experimental: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_GATES = {
+    "fp32": Gate(1e-4, 1.0),
+    "fp16": Gate(1e-2, 0.995),
+    "int8-dynamic": Gate(None, 0.95),
+    "int8": Gate(None, 0.90, experimental=True),
+}
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Parity gates per precision (and per ``format/precision``) plus the quality gate."""
+
+    gates: dict[str, Gate] = field(default_factory=lambda: dict(DEFAULT_GATES))
+    quality_min_ratio: float = 0.97
+    min_size_ratio: float = 0.5
+    max_size_ratio: float = 1.6
+
+    def gate_for(self, fmt: str, precision: str) -> Gate:
+        """The gate of an artifact: ``format/precision`` override, else the precision's."""
+        key = f"{fmt}/{precision}"
+        if key in self.gates:
+            return self.gates[key]
+        return self.gates.get(str(precision), Gate())
+
+    def validate(self) -> None:
+        for key, gate in self.gates.items():
+            if gate.max_abs_err is not None and gate.max_abs_err < 0:
+                raise InputError(f"gates.{key}.max_abs_err must be >= 0")
+            if gate.min_overlap is not None and not 0.0 <= gate.min_overlap <= 1.0:
+                raise InputError(f"gates.{key}.min_overlap must be in [0, 1]")
+        if self.quality_min_ratio < 0:
+            raise InputError("gates.quality_min_ratio must be >= 0")
+        if not 0 <= self.min_size_ratio <= self.max_size_ratio:
+            raise InputError("gates: need 0 <= min_size_ratio <= max_size_ratio")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **{k: g.to_json() for k, g in self.gates.items()},
+            "quality_min_ratio": self.quality_min_ratio,
+            "min_size_ratio": self.min_size_ratio,
+            "max_size_ratio": self.max_size_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Full configuration: tables ``student``, ``distil``, ``export``, ``validate``, ``gates``."""
+
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    validation: ValidateConfig = field(default_factory=ValidateConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
+
+    def check(self) -> ConvertConfig:
+        """Validate every table; returns self."""
+        self.student.validate()
+        self.distil.validate()
+        self.export.validate()
+        self.validation.validate()
+        self.gates.validate()
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        export = asdict(self.export)
+        export["targets"] = [str(t) for t in self.export.targets]
+        export["precisions"] = [str(p) for p in self.export.precisions]
+        return {
+            "student": asdict(self.student),
+            "distil": asdict(self.distil),
+            "export": export,
+            "validate": asdict(self.validation),
+            "gates": self.gates.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "config") -> ConvertConfig:
+        """Build from a mapping of tables, over the built-in defaults."""
+        known = {"student", "distil", "export", "validate", "gates"}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(
+                f"{source}: unknown table(s) {sorted(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        for table, values in data.items():
+            if not isinstance(values, dict):
+                raise InputError(f"{source}: '{table}' must be a table")
+        export_data = dict(data.get("export", {}))
+        targets = export_data.pop("targets", None)
+        precisions = export_data.pop("precisions", None)
+        export = _override(ExportConfig(), export_data, f"{source} [export]")
+        if targets is not None:
+            export = replace(export, targets=parse_targets(targets, f"{source} export.targets"))
+        if precisions is not None:
+            export = replace(
+                export, precisions=parse_precisions(precisions, f"{source} export.precisions")
+            )
+        return cls(
+            student=_override(StudentConfig(), data.get("student", {}), f"{source} [student]"),
+            distil=_override(DistilConfig(), data.get("distil", {}), f"{source} [distil]"),
+            export=export,
+            validation=_override(
+                ValidateConfig(), data.get("validate", {}), f"{source} [validate]"
+            ),
+            gates=_parse_gates(data.get("gates", {}), f"{source} [gates]"),
+        ).check()
+
+    @classmethod
+    def defaults(cls) -> ConvertConfig:
+        """The documented defaults of ``default.toml``."""
+        text = resources.files("edgerec.converters").joinpath("default.toml").read_text()
+        return cls.from_json(tomllib.loads(text), "default.toml")
+
+    @classmethod
+    def from_toml(cls, path: str | Path | None) -> ConvertConfig:
+        """Defaults overridden by the TOML file at ``path`` (None: defaults only)."""
+        text = resources.files("edgerec.converters").joinpath("default.toml").read_text()
+        merged = tomllib.loads(text)
+        if path is None:
+            return cls.from_json(merged, "default.toml")
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: invalid TOML ({exc})") from None
+        for table, values in data.items():
+            if not isinstance(values, dict):
+                raise InputError(f"{path}: '{table}' must be a table")
+            merged.setdefault(table, {}).update(values)
+        return cls.from_json(merged, str(path))
+
+    def with_overrides(
+        self,
+        *,
+        seed: int | None = None,
+        epochs: int | None = None,
+        alpha: float | None = None,
+        temperature: float | None = None,
+        targets: str | list[str] | None = None,
+        precisions: str | list[str] | None = None,
+        gpu: bool | None = None,
+        max_len: int | None = None,
+        d_model: int | None = None,
+        num_sequences: int | None = None,
+        max_eval_users: int | None = None,
+    ) -> ConvertConfig:
+        """A copy with CLI-style overrides applied (None values are ignored)."""
+        distil = _replace_some(
+            self.distil, seed=seed, epochs=epochs, alpha=alpha, temperature=temperature
+        )
+        student = _replace_some(self.student, max_len=max_len, d_model=d_model)
+        export = _replace_some(self.export, gpu=gpu)
+        if targets is not None:
+            export = replace(export, targets=parse_targets(targets, "--targets"))
+        if precisions is not None:
+            export = replace(export, precisions=parse_precisions(precisions, "--precisions"))
+        validation = _replace_some(
+            self.validation, num_sequences=num_sequences, max_eval_users=max_eval_users
+        )
+        return replace(
+            self, distil=distil, student=student, export=export, validation=validation
+        ).check()
+
+
+def parse_targets(value: str | list[str] | tuple[str, ...], where: str) -> tuple[Target, ...]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    out = tuple(dict.fromkeys(parse_target(n, where) for n in names if str(n).strip()))
+    if not out:
+        raise InputError(f"{where}: name at least one target (tflite, onnx)")
+    return out
+
+
+def parse_precisions(value: str | list[str] | tuple[str, ...], where: str) -> tuple[Precision, ...]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    out = tuple(dict.fromkeys(parse_precision(n, where) for n in names if str(n).strip()))
+    if not out:
+        raise InputError(f"{where}: name at least one precision")
+    return out
+
+
+def _replace_some(obj: Any, **values: Any) -> Any:
+    return replace(obj, **{k: v for k, v in values.items() if v is not None})
+
+
+def _parse_gates(data: dict[str, Any], where: str) -> GateConfig:
+    scalars = {f.name: f for f in fields(GateConfig) if f.name != "gates"}
+    gates = dict(DEFAULT_GATES)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in scalars:
+            try:
+                values[key] = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: {key} must be a number (got {value!r})") from None
+            continue
+        fmt, _, prec = key.rpartition("/")
+        parse_precision(prec, f"{where} {key}")
+        if fmt:
+            parse_target(fmt, f"{where} {key}")
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: '{key}' must be a table like {{ min_overlap = 0.95 }}")
+        gates[key] = _override(Gate(), value, f"{where} {key}")
+    return GateConfig(gates=gates, **values)
+
+
+#: optional (None-default) keys that are integers; the others are floats
+_OPTIONAL_TYPES: dict[str, type] = {"max_len": int}
+
+
+def _override(base: Any, values: dict[str, Any], where: str) -> Any:
+    """``base`` with ``values`` applied; unknown keys and wrong types are InputErrors."""
+    known = {f.name: f for f in fields(base)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise InputError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
+        default = getattr(base, key)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError
+                out[key] = value
+            elif default is None:  # optional number: gate thresholds, student.max_len
+                cast = _OPTIONAL_TYPES.get(key, float)
+                if cast is int and isinstance(value, float) and not value.is_integer():
+                    raise TypeError
+                out[key] = None if value is None else cast(value)
+            elif isinstance(value, bool):
+                raise TypeError
+            else:
+                out[key] = type(default)(value)
+        except (TypeError, ValueError):
+            kind = "bool" if isinstance(default, bool) else type(default).__name__
+            if default is None:
+                kind = "number"
+            raise InputError(f"{where}: key '{key}' must be {kind} (got {value!r})") from None
+    return replace(base, **out)

@@ -1,0 +1,225 @@
+"""Distil pass: train a small BERT4Rec student on the teacher's soft targets.
+
+Loss at the masked positions of Cloze windows (the teacher's own training
+objective, :func:`edgerec.teacher.cloze.cloze_epoch`)::
+
+    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))   # full catalog
+    + (1 - alpha) * CE(ground-truth item, student)
+
+The teacher's logits come from running the teacher on the *same* masked windows
+(left-padded to its own length when the student's is shorter), inference mode,
+no gradient. ``alpha = 0`` trains the same student on ground truth alone (the
+ablation the benchmark compares against) and skips the teacher entirely.
+
+The student is converter-friendly by construction (:mod:`edgerec.teacher.model`):
+finite attention-mask logit, tanh GELU, whole-table scoring then output slicing.
+Early stopping keeps the epoch with the best validation NDCG@10 (full ranking).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from edgerec.converters.config import DistilConfig, StudentConfig
+from edgerec.data.dataset import LeaveOneOutSplit
+from edgerec.errors import InputError
+from edgerec.features import FeatureSpec
+from edgerec.teacher.cloze import cloze_epoch
+from edgerec.teacher.config import ModelConfig
+from edgerec.teacher.model import BERT4Rec
+from edgerec.teacher.scoring import KerasScorer
+from edgerec.teacher.train import set_seed, validation_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistilOptions:
+    """Options of the distil pass."""
+
+    student: ModelConfig  # resolved student architecture (max_len set)
+    distil: DistilConfig
+    progress: bool = True
+    name: str = "student"
+
+
+@dataclass
+class StudentArtifact:
+    """Output of the distil pass: the trained Keras student and its history."""
+
+    model: BERT4Rec
+    spec: FeatureSpec
+    config: ModelConfig
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    alpha: float = 0.0
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(int(np.prod(w.shape)) for w in self.model.weights))
+
+
+def resolve_student(student: StudentConfig, teacher: ModelConfig) -> ModelConfig:
+    """The student's :class:`ModelConfig`, checked against the teacher's.
+
+    Raises :class:`InputError` for impossible settings: a student length longer
+    than the teacher's, or a student that is not smaller than the teacher.
+    """
+    student.validate()
+    max_len = teacher.max_len if student.max_len is None else student.max_len
+    if max_len > teacher.max_len:
+        raise InputError(
+            f"student.max_len ({max_len}) exceeds the teacher's max_len ({teacher.max_len}): "
+            "the teacher cannot score longer windows; use at most the teacher's length"
+        )
+    cfg = ModelConfig(
+        max_len=max_len,
+        d_model=student.d_model,
+        num_blocks=student.num_blocks,
+        num_heads=student.num_heads,
+        ffn_dim=student.ffn_dim,
+        dropout=student.dropout,
+        attention_dropout=student.attention_dropout,
+        mask_value=student.mask_value,
+        gelu_approximate=True,
+    )
+    cfg.validate()
+    if student.d_model > teacher.d_model or encoder_params(cfg) >= encoder_params(teacher):
+        raise InputError(
+            f"the student (d_model={cfg.d_model}, {cfg.num_blocks} blocks, ffn {cfg.ffn_dim}, "
+            f"{encoder_params(cfg):,} encoder parameters) is not smaller than the teacher "
+            f"(d_model={teacher.d_model}, {teacher.num_blocks} blocks, ffn {teacher.ffn_dim}, "
+            f"{encoder_params(teacher):,}); distillation needs a smaller student"
+        )
+    return cfg
+
+
+def encoder_params(cfg: ModelConfig, num_items: int = 0) -> int:
+    """Parameter count of a BERT4Rec with ``num_items`` items (0: without the item table)."""
+    d, f = cfg.d_model, cfg.ffn_dim
+    block = 3 * d * d + 3 * d + d * d + d + d * f + f + f * d + d + 4 * d
+    rest = cfg.max_len * d + 2 * d + d * d + d + 2 * d
+    table = (num_items + 2) * (d + 1) if num_items else 0
+    return cfg.num_blocks * block + rest + table
+
+
+def run(
+    split: LeaveOneOutSplit,
+    options: DistilOptions,
+    teacher: keras.Model | None = None,
+) -> StudentArtifact:
+    """Train the student on ``split.train``; ``teacher`` is required when ``alpha > 0``."""
+    mc, dc = options.student, options.distil
+    alpha = float(dc.alpha)
+    if alpha > 0 and teacher is None:
+        raise InputError("distillation with alpha > 0 needs a teacher model")
+    set_seed(dc.seed)
+    rng = np.random.default_rng(dc.seed)
+    spec = FeatureSpec(max_len=mc.max_len, num_items=split.vocab.num_items)
+    student = BERT4Rec(spec.num_items, mc, name=options.name)
+    optimizer = keras.optimizers.Adam(dc.learning_rate)
+    optimizer.build(student.trainable_variables)
+    scorer = KerasScorer(student, spec)
+    temperature = float(dc.temperature)
+    pad = 0
+    if teacher is not None and alpha > 0:
+        pad = int(teacher.max_len) - mc.max_len
+
+    def teacher_logits(inputs: tf.Tensor, selected: tf.Tensor) -> tf.Tensor:
+        t_in = tf.pad(inputs, [[0, 0], [pad, 0]]) if pad else inputs
+        hidden = teacher.encode(t_in, training=False)[:, pad:, :]
+        return tf.stop_gradient(teacher.score_hidden(tf.boolean_mask(hidden, selected)))
+
+    def loss_fn(inputs: tf.Tensor, labels: tf.Tensor, training: bool) -> tf.Tensor:
+        selected = labels > 0
+        hidden = student.encode(inputs, training=training)
+        logits = student.score_hidden(tf.boolean_mask(hidden, selected))
+        targets = tf.boolean_mask(labels, selected) - 1
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        if alpha == 0.0:
+            return tf.reduce_mean(ce)
+        t_logits = teacher_logits(inputs, selected) / temperature
+        s_log_p = tf.nn.log_softmax(logits / temperature, axis=-1)
+        t_log_p = tf.nn.log_softmax(t_logits, axis=-1)
+        kl = tf.reduce_sum(tf.exp(t_log_p) * (t_log_p - s_log_p), axis=-1)
+        return tf.reduce_mean(alpha * temperature**2 * kl + (1.0 - alpha) * ce)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(inputs, labels, True)
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
+        return loss
+
+    best_ndcg, best_epoch, best_valid = -1.0, 0, {}
+    best_weights: list[np.ndarray] | None = None
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    desc = f"distil {options.name}" if alpha > 0 else f"train {options.name} (no teacher)"
+    bar = tqdm(range(1, dc.epochs + 1), desc=desc, unit="epoch", disable=not options.progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        x, y = cloze_epoch(
+            split.train,
+            mc.max_len,
+            spec.mask_id,
+            dc.mask_prob,
+            dc.last_item_mask_prob,
+            dc.windows_per_length,
+            rng,
+        )
+        total, steps = 0.0, 0
+        for start in range(0, len(x), dc.batch_size):
+            batch_x = tf.constant(x[start : start + dc.batch_size])
+            batch_y = tf.constant(y[start : start + dc.batch_size])
+            total += float(train_step(batch_x, batch_y))
+            steps += 1
+        loss = total / max(steps, 1)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"distillation diverged at epoch {epoch} (loss {loss})")
+        valid = validation_metrics(scorer, split)
+        history.append(
+            {"epoch": epoch, "loss": loss, "valid": valid, "seconds": time.perf_counter() - t0}
+        )
+        if valid["NDCG@10"] > best_ndcg:
+            best_ndcg, best_epoch, best_valid = valid["NDCG@10"], epoch, valid
+            best_weights = [w.numpy().copy() for w in student.weights]
+        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
+        log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
+        if epoch - best_epoch >= dc.patience:
+            log.info("%s: early stop at epoch %d (best %d)", options.name, epoch, best_epoch)
+            break
+    if best_weights is not None:
+        for var, value in zip(student.weights, best_weights, strict=True):
+            var.assign(value)
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s: best epoch %d/%d, valid NDCG@10 %.4f (%.0f s)",
+        options.name,
+        best_epoch,
+        len(history),
+        best_ndcg,
+        seconds,
+    )
+    return StudentArtifact(
+        model=student,
+        spec=spec,
+        config=mc,
+        best_epoch=best_epoch,
+        best_valid=best_valid,
+        history=history,
+        seconds=seconds,
+        alpha=alpha,
+    )

@@ -1,0 +1,300 @@
+"""The coordinator's HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``).
+
+Order of checks on every device route: body size (middleware, before reading)
+-> bearer token (401) -> the path's device id is the caller's (403) -> rate
+limit (429) -> JSON (400) -> schema (422) -> round state and protocol checks in
+the engine (403/404/409/410/422). A refused request changes nothing in the
+database. Blocking work (SQLite, crypto) runs in the thread pool; accepted
+messages schedule :meth:`RoundEngine.advance` as a background task, and a
+ticker closes phases whose deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import BackgroundTasks, FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from edgerec import __version__
+
+from . import schemas, wire
+from .config import RoundConfig
+from .errors import ApiError
+from .limits import BodySizeLimit
+from .security import RateLimiter
+from .service import Coordinator
+from .storage import Device
+
+log = logging.getLogger(__name__)
+
+RoundId = Annotated[int, Path(ge=1, le=2**62, description="round number")]
+DeviceId = Annotated[str, Path(min_length=1, max_length=64, description="your device id")]
+
+DESCRIPTION = """\
+Federated-learning coordinator of edgerec: devices enroll, fetch the current shared
+head (`global_bias`), and take part in SecAgg+ rounds whose noised, securely
+aggregated mean updates the head. Every device route needs
+`Authorization: Bearer <device token>`; admin routes need the admin token.
+See docs/federated-protocol.md.
+"""
+
+
+def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """Document a request body that the handler parses itself (after authentication)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        obj = model.model_validate_json(raw)
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False, include_context=False)
+        if any(e.get("type") == "json_invalid" for e in errs):
+            raise ApiError(400, wire.E_MALFORMED, "request body is not valid JSON") from None
+        raise ApiError(
+            422,
+            wire.E_INVALID,
+            "request body does not match the schema",
+            errors=jsonable_encoder(errs),
+        ) from None
+    return obj.model_dump()
+
+
+def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
+    """Build the ASGI app around a :class:`Coordinator`.
+
+    Args:
+        coordinator: the service.
+        ticker: run the background deadline ticker (in the app's lifespan; in-process
+            tests without a lifespan call ``coordinator.rounds.advance()`` themselves).
+    """
+    cfg = coordinator.config
+    device_limiter = RateLimiter(cfg.device_rate, cfg.device_burst)
+    anon_limiter = RateLimiter(cfg.anon_rate, cfg.anon_burst)
+    engine = coordinator.rounds
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        await run_in_threadpool(coordinator.warm_up)
+        if ticker:
+            await run_in_threadpool(_safe_advance)  # finish what a crash interrupted
+            task = asyncio.create_task(_tick_forever())
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _safe_advance() -> None:
+        try:
+            engine.advance()
+        except Exception:  # keep serving; the next tick retries
+            log.exception("advancing the round failed")
+
+    def _tick() -> None:
+        _safe_advance()
+        if cfg.auto_round is not None:
+            try:
+                engine.auto_open(cfg.auto_round, cfg.round_interval_s)
+            except Exception:
+                log.exception("opening the next round failed")
+
+    async def _tick_forever() -> None:
+        while True:
+            await asyncio.sleep(cfg.tick_s)
+            await run_in_threadpool(_tick)
+
+    app = FastAPI(
+        title="edgerec coordinator",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.coordinator = coordinator
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.body_limit(coordinator.vector_length))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = jsonable_encoder(exc.errors())
+        return JSONResponse(
+            {"error": wire.E_INVALID, "detail": "invalid request parameters", "errors": errs},
+            status_code=422,
+        )
+
+    def limit(key: str, limiter: RateLimiter) -> None:
+        allowed, retry = limiter.allow(key)
+        if not allowed:
+            raise ApiError(
+                429,
+                wire.E_RATE_LIMITED,
+                "too many requests; slow down",
+                headers={"Retry-After": str(max(1, round(retry + 0.5)))},
+            )
+
+    def device_of(request: Request, device_id: str | None = None) -> Device:
+        device = coordinator.devices.authenticate(request.headers.get("authorization"))
+        if device_id is not None:
+            coordinator.devices.check_owner(device, device_id)
+        limit(device.device_id, device_limiter)
+        return device
+
+    def admin(request: Request) -> None:
+        coordinator.check_admin(request.headers.get("authorization"))
+
+    errs = schemas.DEVICE_ERRORS
+
+    # ------------------------------------------------------------------ public
+    @app.post(
+        "/v1/enroll",
+        status_code=201,
+        tags=["devices"],
+        responses={201: {"model": schemas.EnrollResponse}, **errs},
+        openapi_extra=_openapi_body(schemas.EnrollRequest),
+    )
+    async def enroll(request: Request) -> JSONResponse:
+        """Exchange an enrollment key for a device id and a bearer token."""
+        host = request.client.host if request.client else "unknown"
+        limit(f"addr:{host}", anon_limiter)
+        body = await _parse(request, schemas.EnrollRequest)
+        device_id, token = await run_in_threadpool(coordinator.devices.enroll, body["enroll_key"])
+        return JSONResponse({"device_id": device_id, "token": token}, status_code=201)
+
+    @app.get("/v1/status", tags=["public"])
+    async def status() -> dict[str, Any]:
+        """Head version, round state, (ε, δ) spent and rounds done."""
+        return await run_in_threadpool(coordinator.status)
+
+    # ------------------------------------------------------------------ device
+    @app.get("/v1/head", tags=["devices"], responses=errs)
+    async def head(
+        request: Request,
+        since: int | None = Query(None, ge=0, le=2**62, description="head version I have"),
+    ) -> dict[str, Any]:
+        """The current ``global_bias`` (base64 float32) unless ``since`` is current."""
+        device_of(request)
+        return await run_in_threadpool(coordinator.head, since)
+
+    @app.get("/v1/rounds/current", tags=["devices"], responses=errs)
+    async def current_round(request: Request) -> dict[str, Any]:
+        """The running (or last) round: its parameters, my selection and my progress."""
+        device = device_of(request)
+        return await run_in_threadpool(engine.device_view, device)
+
+    @app.get("/v1/rounds/{round_id}", tags=["devices"], responses=errs)
+    async def get_round(request: Request, round_id: RoundId) -> dict[str, Any]:
+        """One round as :func:`current_round` shows it."""
+        device = device_of(request)
+        return await run_in_threadpool(engine.device_view, device, round_id)
+
+    def post_phase(path: str, phase: str, model: type[BaseModel], fn: Callable[..., Any]):
+        @app.post(
+            f"/v1/rounds/{{round_id}}/devices/{{device_id}}/{path}",
+            tags=["rounds"],
+            name=f"post_{path}",
+            responses={200: {"model": schemas.Ack}, **errs},
+            openapi_extra=_openapi_body(model),
+            summary=f"{phase}: {model.__doc__.splitlines()[0] if model.__doc__ else ''}",
+        )
+        async def handler(
+            request: Request, round_id: RoundId, device_id: DeviceId, background: BackgroundTasks
+        ) -> dict[str, Any]:
+            device = device_of(request, device_id)
+            body = await _parse(request, model)
+            out = await run_in_threadpool(fn, round_id, device, body)
+            if engine.take_due():  # this message may have completed its phase
+                background.add_task(_safe_advance)
+            return out
+
+        return handler
+
+    def get_phase(path: str, summary: str, fn: Callable[..., Any]):
+        @app.get(
+            f"/v1/rounds/{{round_id}}/devices/{{device_id}}/{path}",
+            tags=["rounds"],
+            name=f"get_{path}",
+            responses=errs,
+            summary=summary,
+        )
+        async def handler(
+            request: Request, round_id: RoundId, device_id: DeviceId
+        ) -> dict[str, Any]:
+            device = device_of(request, device_id)
+            return await run_in_threadpool(fn, round_id, device)
+
+        return handler
+
+    post_phase("advertise", "phase 0", schemas.AdvertiseBody, engine.advertise)
+    get_phase("keys", "phase 1: roster and my neighbours' public keys", engine.keys_for)
+    post_phase("shares", "phase 1", schemas.SharesBody, engine.share)
+    get_phase("shares", "phase 2: encrypted shares addressed to me", engine.delivery_for)
+    post_phase("masked", "phase 2", schemas.MaskedBody, engine.upload)
+    get_phase("unmask", "phase 3: survivors and dropouts", engine.unmask_request)
+    post_phase("unmask", "phase 3", schemas.UnmaskBody, engine.unmask)
+
+    # ------------------------------------------------------------------ admin
+    @app.post(
+        "/v1/admin/rounds",
+        status_code=201,
+        tags=["admin"],
+        responses=errs,
+        openapi_extra=_openapi_body(schemas.OpenRoundRequest),
+    )
+    async def open_round(request: Request) -> JSONResponse:
+        """Open a round for the current head version (admin token)."""
+        admin(request)
+        body = await _parse(request, schemas.OpenRoundRequest)
+        try:
+            cfg = RoundConfig.from_json(body)
+        except ValueError as exc:
+            raise ApiError(422, wire.E_INVALID, str(exc)) from None
+        rnd = await run_in_threadpool(engine.open_round, cfg)
+        summary = await run_in_threadpool(coordinator.round_summary, rnd)
+        return JSONResponse(summary, status_code=201)
+
+    @app.get("/v1/admin/rounds", tags=["admin"], responses=errs)
+    async def list_rounds(
+        request: Request, limit_: int = Query(50, alias="limit", ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """Recent rounds, newest first (admin token)."""
+        admin(request)
+        return await run_in_threadpool(coordinator.list_rounds, limit_)
+
+    @app.post("/v1/admin/rounds/{round_id}/abort", tags=["admin"], responses=errs)
+    async def abort_round(request: Request, round_id: RoundId) -> dict[str, Any]:
+        """End a running round as failed; nothing is released (admin token)."""
+        admin(request)
+        rnd = await run_in_threadpool(engine.abort_round, round_id)
+        return await run_in_threadpool(coordinator.round_summary, rnd)
+
+    @app.post("/v1/admin/tick", tags=["admin"], responses=errs)
+    async def tick(request: Request) -> dict[str, Any]:
+        """Close phases that are complete or past their deadline now (admin token)."""
+        admin(request)
+        rnd = await run_in_threadpool(engine.advance)
+        if rnd is None:
+            return {"round": None}
+        return await run_in_threadpool(coordinator.round_summary, rnd)
+
+    return app

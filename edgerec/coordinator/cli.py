@@ -1,0 +1,372 @@
+"""``edgerec coordinator``: serve the federated coordinator and operate its rounds.
+
+FastAPI/uvicorn are imported inside the handlers only, so ``edgerec --help`` stays
+fast and works without the ``coordinator`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from edgerec.errors import EdgerecError, InputError
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  edgerec coordinator keygen --out secrets/enroll.key
+  edgerec coordinator keygen --out secrets/admin.token
+  edgerec coordinator serve --bundle bundles/ml100k --db sqlite:///coordinator.db \\
+      --enroll-key-file secrets/enroll.key --admin-token-file secrets/admin.token
+  edgerec coordinator open-round --db sqlite:///coordinator.db --cohort-target 100 \\
+      --min-cohort 50 --deadline-s 600 --clip 1.0 --noise-multiplier 1.1 \\
+      --target-epsilon 8 --delta 1e-5
+  edgerec coordinator status --url http://127.0.0.1:8080 --json
+
+exit codes: 0 ok; 1 unexpected error; 2 bad input, or the coordinator refused
+(the message says why); 3 the privacy budget is exhausted (no round opened).
+"""
+
+SERVE_EPILOG = """\
+examples:
+  edgerec coordinator serve --bundle bundles/ml100k --db sqlite:///coordinator.db
+  edgerec coordinator serve --bundle bundles/ml100k --db sqlite:///coordinator.db \\
+      --host 0.0.0.0 --port 8443 --certfile tls/cert.pem --keyfile tls/key.pem \\
+      --enroll-key-file secrets/enroll.key --admin-token-file secrets/admin.token
+
+The OpenAPI schema is served at /openapi.json (docs at /docs). State lives in the
+database only: a killed server restarts from it and finishes the running round.
+Enrollment keys: one per line in --enroll-key-file (or $EDGEREC_ENROLL_KEY); the
+admin token: --admin-token-file (or $EDGEREC_ADMIN_TOKEN).
+"""
+
+OPEN_EPILOG = """\
+examples:
+  edgerec coordinator open-round --db sqlite:///coordinator.db --cohort-target 10 \\
+      --min-cohort 8
+  edgerec coordinator open-round --url https://coord:8443 --admin-token-file admin.token \\
+      --cohort-target 1000 --min-cohort 500 --noise-multiplier 1.1 --target-epsilon 8
+
+With --db the round is written to the database directly (a running server picks it
+up within a tick); with --url it goes through the admin API. Exit code 3 when the
+privacy budget would be exceeded.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``coordinator`` and its actions to the top-level sub-parsers."""
+    from edgerec.cli import HelpFormatter
+
+    p = sub.add_parser(
+        "coordinator",
+        help="federated coordinator: serve, open rounds, status",
+        description="The federated-learning coordinator: secure aggregation of device "
+        "updates with differential privacy, published as new head versions.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+    actions = p.add_subparsers(dest="coordinator_command", metavar="ACTION")
+
+    s = actions.add_parser(
+        "serve",
+        help="run the HTTP service",
+        epilog=SERVE_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    s.add_argument("--bundle", help="bundle directory (binds a new database to its model)")
+    s.add_argument("--db", default="sqlite:///coordinator.db", help="database URL")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--certfile", help="TLS certificate (PEM); enables HTTPS")
+    s.add_argument("--keyfile", help="TLS private key (PEM)")
+    s.add_argument("--enroll-key-file", help="enrollment keys, one per line")
+    s.add_argument("--admin-token-file", help="admin bearer token for /v1/admin")
+    s.add_argument("--max-body-bytes", type=int, help="request body limit (default: derived)")
+    s.add_argument("--device-rate", type=float, default=5.0, help="requests/s per device")
+    s.add_argument("--device-burst", type=int, default=60, help="burst per device")
+    s.add_argument("--anon-rate", type=float, default=2.0, help="enrollment requests/s per address")
+    s.add_argument("--anon-burst", type=int, default=20, help="enrollment burst per address")
+    s.add_argument("--tick", type=float, default=0.5, help="seconds between deadline checks")
+    s.add_argument("--target-epsilon", type=float, help="default privacy budget of rounds")
+    s.add_argument(
+        "--auto-round",
+        type=Path,
+        help="JSON round settings (as for /v1/admin/rounds): open rounds one after the "
+        "other until the privacy budget is spent",
+    )
+    s.add_argument("--round-interval", type=float, default=0.0, help="seconds between auto rounds")
+    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP parser (auto: httptools when installed, else h11)",
+    )
+    s.set_defaults(handler=run_serve)
+
+    o = actions.add_parser(
+        "open-round",
+        help="open a round for the current head",
+        epilog=OPEN_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    _target(o)
+    o.add_argument("--cohort-target", type=int, required=True)
+    o.add_argument("--min-cohort", type=int, required=True)
+    o.add_argument("--deadline-s", type=float, default=600.0)
+    o.add_argument("--phase-timeout-s", type=float)
+    o.add_argument("--clip", type=float, default=1.0)
+    o.add_argument("--noise-multiplier", type=float, default=0.0)
+    o.add_argument("--target-epsilon", type=float)
+    o.add_argument("--delta", type=float)
+    o.add_argument("--frac-bits", type=int)
+    o.add_argument("--neighbour-degree", type=int)
+    o.add_argument("--threshold", type=int)
+    o.add_argument("--dropout", type=float, default=0.3)
+    o.add_argument("--server-lr", type=float, default=1.0)
+    o.add_argument("--epochs", type=int, help="local epochs on the devices")
+    o.add_argument("--lr", type=float, help="local learning rate on the devices")
+    o.add_argument("--json", action="store_true", help="print the round as JSON")
+    o.set_defaults(handler=run_open_round)
+
+    st = actions.add_parser("status", help="head version, round, (ε, δ) spent")
+    _target(st)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=run_status)
+
+    a = actions.add_parser("abort-round", help="end a running round as failed")
+    _target(a)
+    a.add_argument("round", type=int)
+    a.set_defaults(handler=run_abort)
+
+    k = actions.add_parser("keygen", help="write a random secret (enrollment key / admin token)")
+    k.add_argument("--out", required=True, type=Path, help="file to write (mode 0600)")
+    k.add_argument("--force", action="store_true", help="overwrite an existing file")
+    k.set_defaults(handler=run_keygen)
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--db", help="database URL (work on the database directly)")
+    g.add_argument("--url", help="coordinator base URL (go through the HTTP API)")
+    p.add_argument("--admin-token-file", help="admin token (with --url)")
+    p.add_argument("--cafile", help="CA bundle to verify the coordinator's TLS certificate")
+
+
+def _require_extra() -> None:
+    from edgerec._deps import require
+
+    for module in ("fastapi", "uvicorn", "cryptography", "dp_accounting"):
+        require(module, "coordinator")
+
+
+# ---------------------------------------------------------------------- handlers
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator serve``."""
+    _require_extra()
+    from .config import RoundConfig, ServerConfig
+    from .server import ServeOptions, serve
+
+    auto = None
+    if args.auto_round is not None:
+        try:
+            auto = RoundConfig.from_json(json.loads(args.auto_round.read_text()))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{args.auto_round}: {exc}") from None
+    config = ServerConfig(
+        auto_round=auto,
+        round_interval_s=args.round_interval,
+        max_body_bytes=args.max_body_bytes,
+        device_rate=args.device_rate,
+        device_burst=args.device_burst,
+        anon_rate=args.anon_rate,
+        anon_burst=args.anon_burst,
+        tick_s=args.tick,
+        default_target_epsilon=args.target_epsilon,
+    )
+    level = logging.getLogger().getEffectiveLevel()
+    serve(
+        ServeOptions(
+            db=args.db,
+            bundle=args.bundle,
+            host=args.host,
+            port=args.port,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            enroll_key_file=args.enroll_key_file,
+            admin_token_file=args.admin_token_file,
+            config=config,
+            log_level=logging.getLevelName(level).lower(),
+            access_log=args.access_log,
+            http=args.http,
+        )
+    )
+    return 0
+
+
+def run_open_round(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator open-round``."""
+    training = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+    body = {
+        "cohort_target": args.cohort_target,
+        "min_cohort": args.min_cohort,
+        "deadline_s": args.deadline_s,
+        "phase_timeout_s": args.phase_timeout_s,
+        "clip": args.clip,
+        "noise_multiplier": args.noise_multiplier,
+        "target_epsilon": args.target_epsilon,
+        "delta": args.delta,
+        "frac_bits": args.frac_bits,
+        "neighbour_degree": args.neighbour_degree,
+        "threshold": args.threshold,
+        "dropout": args.dropout,
+        "server_lr": args.server_lr,
+        "training": training,
+    }
+    if args.url:
+        out = _http(
+            args, "POST", "/v1/admin/rounds", {k: v for k, v in body.items() if v is not None}
+        )
+    else:
+        from .config import RoundConfig
+
+        with _local(args) as coordinator:
+            rnd = coordinator.rounds.open_round(RoundConfig.from_json(body))
+            out = coordinator.round_summary(rnd)
+    _print(
+        out,
+        args.json,
+        f"opened round {out['round']} ({out['name']}) on head "
+        f"v{out['base_version']}: cohort {out['min_cohort']}.."
+        f"{out['cohort_target']}, deadline in {args.deadline_s:g}s",
+    )
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator status``."""
+    if args.url:
+        out = _http(args, "GET", "/v1/status")
+    else:
+        with _local(args) as coordinator:
+            out = coordinator.status()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    priv = out["privacy"]
+    rnd = out.get("round")
+    eps = priv.get("epsilon")
+    lines = [
+        f"model      {out['model']['id']} ({out['model']['vector_length']} items)",
+        f"head       v{out['head_version']}",
+        f"devices    {out['devices']} enrolled",
+        f"rounds     {out['rounds_done']} done, {out['rounds_failed']} failed",
+        f"privacy    epsilon={'inf (no DP)' if eps is None else f'{eps:.4g}'} "
+        f"delta={priv.get('delta')} over {priv['rounds']} rounds",
+    ]
+    if rnd:
+        msgs = " ".join(f"{k}={v}" for k, v in rnd["messages"].items())
+        lines.append(
+            f"round      {rnd['round']} {rnd['state']} ({msgs})"
+            + (f" failure: {rnd['failure']}" if rnd.get("failure") else "")
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def run_abort(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator abort-round``."""
+    if args.url:
+        out = _http(args, "POST", f"/v1/admin/rounds/{args.round}/abort")
+    else:
+        with _local(args) as coordinator:
+            out = coordinator.round_summary(coordinator.rounds.abort_round(args.round))
+    print(f"round {out['round']}: {out['state']} ({out.get('failure')})")
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator keygen``."""
+    import os
+
+    if args.out.exists() and not args.force:
+        raise InputError(f"{args.out}: exists; pass --force to overwrite")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    print(f"wrote a new secret to {args.out} (mode 0600)")
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+class _local:  # noqa: N801 - used as a context manager
+    """A Coordinator on ``--db`` (no bundle needed: the database knows its model)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        _require_extra()
+        from .service import Coordinator
+        from .storage import open_storage
+
+        self.coordinator = Coordinator(open_storage(args.db))
+
+    def __enter__(self):
+        return self.coordinator
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.coordinator.close()
+        if exc is not None:
+            _map_api_error(exc)
+
+
+def _map_api_error(exc: Any) -> None:
+    from .errors import ApiError
+
+    if isinstance(exc, ApiError):
+        if exc.code == "privacy_budget_exhausted":
+            exc.exit_code = 3
+        else:
+            exc.exit_code = 2
+
+
+def _http(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import ssl
+
+    from .server import read_secret
+
+    headers = {"accept": "application/json"}
+    token = read_secret(args.admin_token_file, "EDGEREC_ADMIN_TOKEN")
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    req = urllib.request.Request(args.url.rstrip("/") + path, data, headers, method=method)
+    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            err = json.loads(exc.read())
+        except ValueError:
+            err = {"error": "http", "detail": str(exc)}
+        error = EdgerecError(f"{exc.code} {err.get('error')}: {err.get('detail')}")
+        error.exit_code = 3 if err.get("error") == "privacy_budget_exhausted" else 2
+        raise error from None
+    except urllib.error.URLError as exc:
+        raise InputError(f"cannot reach {args.url}: {exc.reason}") from None
+
+
+def _print(out: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(out, indent=2) if as_json else text, file=sys.stdout)

@@ -1,0 +1,171 @@
+"""Settings of the coordinator service and of the rounds it opens."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from edgerec.errors import InputError
+
+#: request-body limit when the vector is small: covers an EncryptedShares message for
+#: MAX_DEGREE neighbours (about 260 bytes of JSON each)
+MIN_BODY_BYTES = 128 * 1024
+#: largest SecAgg+ neighbour degree a round may use (bounds the share messages)
+MAX_DEGREE = 256
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What an operator chooses when opening a round (``open-round`` / admin API).
+
+    Attributes:
+        cohort_target: most devices admitted; devices are sampled with probability
+            ``q = cohort_target / population`` (Poisson sampling, used by the accountant).
+        min_cohort: fewest devices that may be aggregated (also ``m_min`` of the
+            distributed noise); fewer by a deadline ends the round ``failed``.
+        deadline_s: seconds from opening until uploads must be in.
+        phase_timeout_s: longest wait of one phase (default ``deadline_s / 4``); the
+            unmask phase gets this long after the upload deadline.
+        clip: L2 clipping bound ``C`` of each device's update.
+        noise_multiplier: ``z`` (0 = no differential privacy).
+        target_epsilon: privacy budget; no round opens that would exceed it.
+        delta: δ of the (ε, δ) guarantee (default ``min(1e-5, 1 / population)``).
+        frac_bits: fixed-point fractional bits (default: the most that cannot overflow).
+        neighbour_degree: SecAgg+ degree ``k`` (default: from ``dropout``).
+        threshold: Shamir threshold ``t`` (default: majority of ``k``).
+        dropout: expected dropout rate the default graph must tolerate.
+        server_lr: server learning rate applied to the mean update.
+        training: hyper-parameters passed to the devices' ``LocalTrainer``.
+    """
+
+    cohort_target: int
+    min_cohort: int
+    deadline_s: float = 600.0
+    phase_timeout_s: float | None = None
+    clip: float = 1.0
+    noise_multiplier: float = 0.0
+    target_epsilon: float | None = None
+    delta: float | None = None
+    frac_bits: int | None = None
+    neighbour_degree: int | None = None
+    threshold: int | None = None
+    dropout: float = 0.3
+    server_lr: float = 1.0
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise InputError(f"round config: {what}")
+
+        need(_int(self.cohort_target) and self.cohort_target >= 2, "cohort_target must be >= 2")
+        need(
+            _int(self.min_cohort) and 2 <= self.min_cohort <= self.cohort_target,
+            "min_cohort must be in 2..cohort_target",
+        )
+        need(_pos(self.deadline_s), "deadline_s must be > 0")
+        need(
+            self.phase_timeout_s is None or _pos(self.phase_timeout_s),
+            "phase_timeout_s must be > 0",
+        )
+        need(_pos(self.clip), "clip must be > 0")
+        need(
+            _finite(self.noise_multiplier) and self.noise_multiplier >= 0,
+            "noise_multiplier must be >= 0",
+        )
+        need(self.target_epsilon is None or _pos(self.target_epsilon), "target_epsilon must be > 0")
+        need(
+            self.delta is None or (_finite(self.delta) and 0 < self.delta < 1),
+            "delta must be in (0, 1)",
+        )
+        need(
+            self.frac_bits is None or (_int(self.frac_bits) and 0 <= self.frac_bits <= 30),
+            "frac_bits must be in 0..30",
+        )
+        need(
+            self.neighbour_degree is None
+            or (
+                _int(self.neighbour_degree)
+                and self.neighbour_degree >= 2
+                and self.neighbour_degree % 2 == 0
+                and self.neighbour_degree <= MAX_DEGREE
+            ),
+            f"neighbour_degree must be an even int in 2..{MAX_DEGREE}",
+        )
+        need(
+            self.threshold is None or (_int(self.threshold) and self.threshold >= 2),
+            "threshold must be an int >= 2",
+        )
+        need(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        need(_pos(self.server_lr), "server_lr must be > 0")
+        need(isinstance(self.training, dict), "training must be an object")
+
+    @property
+    def phase_timeout(self) -> float:
+        return float(self.phase_timeout_s or self.deadline_s / 4)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"round config: unknown field(s) {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InputError(f"round config: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of one coordinator process.
+
+    Attributes:
+        max_body_bytes: request bodies above this are refused with 413 (default:
+            enough for one masked vector of the bundle's size, at least 128 KiB).
+        device_rate: sustained requests per second per device (token bucket).
+        device_burst: bucket size per device.
+        anon_rate: requests per second per client address on unauthenticated routes
+            (enrollment).
+        anon_burst: bucket size per address.
+        tick_s: how often the background task checks deadlines.
+        default_target_epsilon: budget for rounds opened without ``target_epsilon``.
+        default_delta: δ for rounds opened without one.
+        auto_round: open rounds with these settings one after the other (``serve
+            --auto-round ROUND.json``), until the privacy budget is spent.
+        round_interval_s: pause between the end of a round and the next auto round.
+    """
+
+    max_body_bytes: int | None = None
+    device_rate: float = 5.0
+    device_burst: int = 60
+    anon_rate: float = 2.0
+    anon_burst: int = 20
+    tick_s: float = 0.5
+    default_target_epsilon: float | None = None
+    default_delta: float | None = None
+    auto_round: RoundConfig | None = None
+    round_interval_s: float = 0.0
+
+    def body_limit(self, vector_length: int) -> int:
+        """The request-body limit for a model whose update has ``vector_length`` values."""
+        if self.max_body_bytes is not None:
+            return int(self.max_body_bytes)
+        masked = 4 * ((4 * vector_length + 2) // 3) + 1024  # base64 of uint32[n] + envelope
+        return max(MIN_BODY_BYTES, masked)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pos(v: Any) -> bool:
+    return _finite(v) and v > 0

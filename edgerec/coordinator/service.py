@@ -1,0 +1,234 @@
+"""The coordinator service: one object behind every HTTP route and CLI command.
+
+``Coordinator`` ties together the storage, the device registry and the round
+engine, binds the database to one model (the bundle it was created for) and
+serves the head and the status. It knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerec import __version__
+
+from . import errors, wire
+from .config import ServerConfig
+from .devices import DeviceRegistry
+from .rounds import RoundEngine, round_params
+from .security import EnrollKeys
+from .storage import DONE, FAILED, PHASES, Head, Round, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+
+def model_from_bundle(bundle: str | Path) -> dict[str, Any]:
+    """Model id, version and ``vector_length`` (catalog size) of a verified bundle."""
+    from edgerec.bundle import open_bundle
+
+    manifest = open_bundle(bundle)
+    return {
+        "id": manifest.model_id,
+        "version": manifest.model_version,
+        "vector_length": manifest.feature_spec.num_items,
+    }
+
+
+def initialise(storage: Storage, model: dict[str, Any], clock: Callable[[], float]) -> None:
+    """Bind a new database to ``model`` (head v0 = zeros) or check an existing one."""
+    with storage.write() as tx:
+        have = tx.get_meta("model_id")
+        if have is None:
+            tx.set_meta("model_id", str(model["id"]))
+            tx.set_meta("model_version", str(model["version"]))
+            tx.set_meta("vector_length", str(int(model["vector_length"])))
+            tx.set_meta("instance", secrets.token_hex(4))
+            bias = np.zeros(int(model["vector_length"]), np.float32)
+            tx.insert_head(
+                Head(
+                    0,
+                    None,
+                    clock(),
+                    bias,
+                    {
+                        "version": 0,
+                        "epsilon": 0.0,
+                        "delta": None,
+                        "dp_rounds": 0,
+                        "dp": True,
+                        "sha256": hashlib.sha256(bias.astype("<f4").tobytes()).hexdigest(),
+                    },
+                )
+            )
+            log.info("initialised %s for model %s", storage.url, model["id"])
+            return
+        n = int(tx.get_meta("vector_length") or -1)
+        if have != str(model["id"]) or n != int(model["vector_length"]):
+            raise StorageError(
+                f"{storage.url} serves model {have!r} with {n} items, not {model['id']!r} with "
+                f"{model['vector_length']}; use a new --db for a new model"
+            )
+
+
+def stored_model(storage: Storage) -> dict[str, Any]:
+    """The model an initialised database serves (no bundle needed)."""
+    with storage.read() as tx:
+        model_id = tx.get_meta("model_id")
+        if model_id is None:
+            raise StorageError(
+                f"{storage.url} is not initialised; start 'edgerec coordinator serve "
+                "--bundle ...' on it once"
+            )
+        return {
+            "id": model_id,
+            "version": tx.get_meta("model_version"),
+            "vector_length": int(tx.get_meta("vector_length") or 0),
+        }
+
+
+class Coordinator:
+    """Everything the HTTP app and the CLI call.
+
+    Args:
+        storage: an opened storage.
+        model: the bundle's model info (checked against the database); None to use
+            what the database was initialised with.
+        enroll_keys: accepted enrollment keys.
+        admin_token: the operator's bearer token for ``/v1/admin`` (None: disabled).
+        config: server settings.
+        clock: wall clock (tests inject a fake one).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        model: dict[str, Any] | None = None,
+        enroll_keys: EnrollKeys | None = None,
+        admin_token: str | None = None,
+        config: ServerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.config = config or ServerConfig()
+        if model is not None:
+            initialise(storage, model, clock)
+        self.model = stored_model(storage)
+        self.vector_length = int(self.model["vector_length"])
+        self.devices = DeviceRegistry(storage, enroll_keys, clock)
+        self.rounds = RoundEngine(storage, self.vector_length, self.config, clock)
+        self.admin_digest = hashlib.sha256(admin_token.encode()).digest() if admin_token else None
+        self.started_at = clock()
+
+    # ------------------------------------------------------------------ head
+    def head(self, since: int | None = None) -> dict[str, Any]:
+        """The current ``global_bias`` unless the device already has this version.
+
+        The whole vector (float32 little-endian, base64) is sent when it changed: it
+        is ``4 * n`` bytes — small next to the bundle — and exact, where a float delta
+        would accumulate rounding on the device.
+        """
+        with self.storage.read() as tx:
+            head = tx.latest_head()
+        if head is None:
+            raise errors.not_found("no head published yet")
+        out: dict[str, Any] = {
+            "version": head.version,
+            "changed": since is None or since != head.version,
+            "model_id": self.model["id"],
+            "length": int(head.global_bias.size),
+            "metadata": head.metadata,
+        }
+        if out["changed"]:
+            raw = np.ascontiguousarray(head.global_bias, dtype="<f4").tobytes()
+            out["dtype"] = "float32-le"
+            out["global_bias"] = base64.b64encode(raw).decode("ascii")
+            out["sha256"] = hashlib.sha256(raw).hexdigest()
+        return out
+
+    # ------------------------------------------------------------------ status
+    def round_summary(self, rnd: Round) -> dict[str, Any]:
+        """Public facts about a round (no secrets, no per-device data)."""
+        params = round_params(rnd)
+        with self.storage.read() as tx:
+            counts = {p: tx.count_messages(rnd.round_id, p) for p in PHASES}
+        return {
+            "round": rnd.round_id,
+            "name": params.round_id,
+            "state": rnd.state,
+            "base_version": rnd.base_version,
+            "opened_at": rnd.opened_at,
+            "deadline": rnd.deadline,
+            "phase_deadline": rnd.phase_deadline,
+            "closed_at": rnd.closed_at,
+            "result_version": rnd.result_version,
+            "failure": rnd.failure,
+            "cohort_target": params.cohort_target,
+            "min_cohort": params.min_cohort,
+            "neighbour_degree": params.neighbour_degree,
+            "threshold": params.threshold,
+            "clip": params.clip,
+            "noise_multiplier": params.noise_multiplier,
+            "sampling_rate": rnd.params.get("sampling_rate"),
+            "delta": rnd.params.get("delta"),
+            "target_epsilon": rnd.params.get("target_epsilon"),
+            "messages": counts,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Head version, the current (or last) round, (ε, δ) spent, rounds done."""
+        with self.storage.read() as tx:
+            head = tx.latest_head()
+            rnd = tx.active_round() or tx.latest_round()
+            done = tx.count_rounds(DONE)
+            failed = tx.count_rounds(FAILED)
+            devices = tx.count_devices()
+        return {
+            "service": "edgerec-coordinator",
+            "edgerec": __version__,
+            "wire_version": wire.WIRE,
+            "model": self.model,
+            "head_version": head.version if head else None,
+            "head_created_at": head.created_at if head else None,
+            "round": self.round_summary(rnd) if rnd else None,
+            "rounds_done": done,
+            "rounds_failed": failed,
+            "privacy": self.rounds.privacy(),
+            "devices": devices,
+            "time": self.clock(),
+        }
+
+    def list_rounds(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.storage.read() as tx:
+            rounds = tx.list_rounds(limit)
+        return [self.round_summary(r) for r in rounds]
+
+    def check_admin(self, authorization: str | None) -> None:
+        """401/403 unless the header carries the admin token."""
+        from .security import check_admin
+
+        if self.admin_digest is None:
+            raise errors.forbidden(
+                "the admin API is disabled (start the server with --admin-token-file)"
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not check_admin(token.strip(), self.admin_digest):
+            raise errors.unauthenticated("admin token required")
+
+    def warm_up(self) -> None:
+        """Import the privacy accountant (scipy: seconds) before the first round needs it,
+        so no request waits for it while holding the round lock."""
+        from edgerec.federated.accountant import compute_epsilon
+
+        compute_epsilon(1.0, 0.01, 1, 1e-5)
+
+    def close(self) -> None:
+        self.storage.close()

@@ -1,0 +1,287 @@
+"""The coordinator's storage interface, keyed by a database URL.
+
+Everything the coordinator must not lose lives behind :class:`Storage`: enrolled
+devices (hashed tokens), head versions (``global_bias`` + DP metadata), rounds and
+every accepted phase message of every device. The service keeps no state of its
+own that a restart would need, so ``kill -9`` loses nothing that was acknowledged.
+
+Work happens in transactions::
+
+    with storage.write() as tx:          # one serialised write transaction
+        rnd = tx.get_round(round_id)     # read inside it: consistent with the write
+        tx.insert_message(...)
+    with storage.read() as tx:           # a consistent read-only snapshot
+        head = tx.latest_head()
+
+:func:`open_storage` picks the implementation from the URL scheme; only
+``sqlite:///path`` (and ``sqlite://:memory:``) exists today. A Postgres backend
+implements the same :class:`Transaction` methods (``SELECT ... FOR UPDATE`` where
+SQLite serialises writers with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgerec.errors import InputError
+
+#: round states, in the order a successful round passes them
+PHASES = ("advertise", "share", "upload", "unmask")
+DONE = "done"
+FAILED = "failed"
+FINAL_STATES = (DONE, FAILED)
+
+
+@dataclass(frozen=True)
+class Device:
+    """An enrolled device. ``token_hash`` is SHA-256 of its bearer token."""
+
+    device_id: str
+    token_hash: bytes
+    enrolled_at: float
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class Head:
+    """One published version of the shared ``global_bias`` (float32 ``[n]``)."""
+
+    version: int
+    round_id: int | None
+    created_at: float
+    global_bias: np.ndarray
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Round:
+    """A federated round and where it stands.
+
+    ``state`` is one of :data:`PHASES` while the round runs, then ``done`` or
+    ``failed``. ``params`` is the JSON of the round's protocol parameters;
+    ``seed`` is a server-side secret (cohort selection, neighbour graph).
+    """
+
+    round_id: int
+    base_version: int
+    state: str
+    params: dict[str, Any]
+    seed: bytes
+    opened_at: float
+    deadline: float
+    phase_deadline: float
+    closed_at: float | None = None
+    failure: str | None = None
+    result_version: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state not in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A device that advertised keys in a round under SecAgg client id ``client_id``."""
+
+    round_id: int
+    device_id: str
+    client_id: int
+    joined_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    """One accepted phase message of one device in one round.
+
+    ``payload`` is the validated JSON body (binary fields still base64) except
+    the bulky vector of an ``upload``, kept raw in ``blob``. ``digest`` is the
+    SHA-256 of the canonical request: a retry with the same digest gets
+    ``response`` again, anything else is refused.
+    """
+
+    round_id: int
+    device_id: str
+    phase: str
+    digest: str
+    payload: dict[str, Any]
+    blob: bytes | None
+    response: dict[str, Any]
+    received_at: float
+
+
+class StorageError(InputError):
+    """A database URL or file the coordinator cannot use."""
+
+
+class Transaction(ABC):
+    """The operations of one transaction (see the module docstring)."""
+
+    @abstractmethod
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction: an exception inside undoes only its own writes.
+
+        Lets one write transaction carry several requests (group commit) where a
+        refused request must leave no trace while the others still commit.
+        """
+
+    # -- meta ---------------------------------------------------------------------------
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- devices ------------------------------------------------------------------------
+    @abstractmethod
+    def insert_device(self, device: Device) -> None: ...
+
+    @abstractmethod
+    def get_device(self, device_id: str) -> Device | None: ...
+
+    @abstractmethod
+    def count_devices(self) -> int: ...
+
+    # -- heads --------------------------------------------------------------------------
+    @abstractmethod
+    def insert_head(self, head: Head) -> None: ...
+
+    @abstractmethod
+    def latest_head(self) -> Head | None: ...
+
+    @abstractmethod
+    def get_head(self, version: int) -> Head | None: ...
+
+    # -- rounds -------------------------------------------------------------------------
+    @abstractmethod
+    def insert_round(self, rnd: Round) -> int:
+        """Store a new round (``rnd.round_id`` is ignored); return its id."""
+
+    @abstractmethod
+    def get_round(self, round_id: int) -> Round | None: ...
+
+    @abstractmethod
+    def round_state(self, round_id: int) -> str | None:
+        """Just the state of a round (cheap: checked on every device message)."""
+
+    @abstractmethod
+    def active_round(self) -> Round | None:
+        """The round that is not ``done``/``failed`` (at most one), if any."""
+
+    @abstractmethod
+    def latest_round(self) -> Round | None: ...
+
+    @abstractmethod
+    def list_rounds(self, limit: int = 50, state: str | None = None) -> list[Round]:
+        """Newest first; only rounds in ``state`` when given."""
+
+    @abstractmethod
+    def count_rounds(self, state: str) -> int: ...
+
+    @abstractmethod
+    def update_round(self, round_id: int, expect_state: str, **changes: Any) -> bool:
+        """Compare-and-set: apply ``changes`` only if the round is in ``expect_state``.
+
+        Returns False (and changes nothing) when the state differs, which is how
+        a round can never be advanced, applied or failed twice.
+        """
+
+    # -- participants and messages ------------------------------------------------------
+    @abstractmethod
+    def add_participant(
+        self, round_id: int, device_id: str, client_id: int, now: float
+    ) -> Participant:
+        """Record that ``device_id`` joined the round as SecAgg client ``client_id``."""
+
+    @abstractmethod
+    def participant_by_client(self, round_id: int, client_id: int) -> Participant | None: ...
+
+    @abstractmethod
+    def get_participant(self, round_id: int, device_id: str) -> Participant | None: ...
+
+    @abstractmethod
+    def participants(self, round_id: int) -> list[Participant]: ...
+
+    @abstractmethod
+    def insert_message(self, message: Message) -> None: ...
+
+    @abstractmethod
+    def get_message(self, round_id: int, device_id: str, phase: str) -> Message | None: ...
+
+    @abstractmethod
+    def messages(self, round_id: int, phase: str, with_blob: bool = True) -> list[Message]: ...
+
+    @abstractmethod
+    def count_messages(self, round_id: int, phase: str) -> int: ...
+
+    @abstractmethod
+    def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
+        """Store the encrypted shares ``{recipient: base64 ciphertext}`` of client ``sender``."""
+
+    @abstractmethod
+    def ciphertexts_for(self, round_id: int, recipient: int) -> dict[int, str]:
+        """Encrypted shares addressed to client ``recipient``: ``{sender: ciphertext}``."""
+
+
+class Storage(ABC):
+    """A database of the coordinator's state (see the module docstring)."""
+
+    url: str
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Transaction]:
+        """A serialised write transaction; committed durably when the block exits."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A read-only snapshot transaction."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_storage(url: str) -> Storage:
+    """Open (creating if needed) the storage named by ``url``.
+
+    Supported: ``sqlite:///relative/or/absolute/path.db`` (``sqlite:////abs/path``
+    also works), ``sqlite://:memory:`` (tests) or a plain file path. The query
+    ``?synchronous=normal`` trades power-loss durability for speed (simulations).
+    """
+    from .sqlite import SqliteStorage
+
+    base, _, query = url.partition("?")
+    options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise StorageError(f"database URL {url!r}: unknown option(s) {sorted(unknown)}")
+    sync = options.get("synchronous", "full")
+    if base.startswith("sqlite://"):
+        rest = base[len("sqlite://") :]
+        if rest in (":memory:", "/:memory:"):
+            return SqliteStorage(":memory:", url=url, synchronous=sync)
+        if not rest.startswith("/"):
+            raise StorageError(f"database URL {url!r}: use sqlite:///path/to/file.db")
+        return SqliteStorage(rest[1:] or ":memory:", url=url, synchronous=sync)
+    if "://" in base:
+        scheme = base.split("://", 1)[0]
+        raise StorageError(
+            f"database URL {url!r}: scheme {scheme!r} is not supported yet (only sqlite:///...)"
+        )
+    return SqliteStorage(base, url=f"sqlite:///{base}", synchronous=sync)
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces) used for payloads and digests."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
