@@ -1,11 +1,13 @@
 # edgerec developer entry points. Each target creates .venv on first use.
-#   make demo   — the main job on MovieLens-100K (fetch, train, evaluate)
-#   make test   — lint + the whole test suite (slow end-to-end tests included)
+#   make demo   — the main job on MovieLens-100K: fetch, train + evaluate the teacher,
+#                 convert to an on-device bundle, rank on-device with edgerec.runtime
+#   make test   — lint + the whole test suite (slow end-to-end tests included) + device_tests in host mode
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 BIN     = $(VENV)/bin
 RUNS   ?= runs
+BUNDLES ?= bundles
 
 .PHONY: demo test test-fast lint venv clean bench
 
@@ -21,12 +23,16 @@ demo: venv
 	$(BIN)/edgerec data fetch movielens-100k
 	$(BIN)/edgerec train --data movielens-100k --out $(RUNS)/teacher
 	$(BIN)/edgerec eval $(RUNS)/teacher --data movielens-100k
+	$(BIN)/edgerec convert --teacher $(RUNS)/teacher --data movielens-100k \
+		--out $(BUNDLES)/ml100k --force
+	$(PY) examples/quickstart.py $(BUNDLES)/ml100k
 
 lint: venv
 	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory device-test
 
 test-fast: venv
 	$(BIN)/pytest -q -m "not slow"

@@ -73,6 +73,10 @@ class Recommender:
         self.features = FeatureExtractor(vocab, self.spec, dedupe)
         self.topk = TopK(vocab.num_items)
         self.store = store
+        self.head_version: str | int | None = None
+        self._global_bias: np.ndarray | None = None
+        self._local_bias: np.ndarray | None = None
+        self._bias: np.ndarray | None = None  # global + local, added to model scores
         self._owns_store = False  # set by open() when it opened the store from a path
 
     # ------------------------------------------------------------------ open
@@ -180,6 +184,35 @@ class Recommender:
     def precision(self) -> str:
         return self.artifact.precision
 
+    # ------------------------------------------------------------ head biases
+    def set_global_bias(self, bias: np.ndarray | None, version: str | int | None = None) -> None:
+        """Apply a federated head: an additive score bias ``[n]`` shared by all devices.
+
+        ``None`` removes it. See ``docs/federated-protocol.md``.
+        """
+        self._global_bias = self._check_bias(bias, "global bias")
+        self.head_version = version if bias is not None else None
+        self._update_bias()
+
+    def set_local_bias(self, bias: np.ndarray | None) -> None:
+        """Apply this device's private personalisation bias ``[n]`` (never uploaded)."""
+        self._local_bias = self._check_bias(bias, "local bias")
+        self._update_bias()
+
+    def _check_bias(self, bias: np.ndarray | None, what: str) -> np.ndarray | None:
+        if bias is None:
+            return None
+        arr = np.asarray(bias, dtype=np.float32)
+        if arr.shape != (self.vocab.num_items,):
+            raise InputError(f"{what} must have shape ({self.vocab.num_items},), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise InputError(f"{what} has NaN or inf values")
+        return arr.copy()
+
+    def _update_bias(self) -> None:
+        parts = [b for b in (self._global_bias, self._local_bias) if b is not None]
+        self._bias = None if not parts else np.sum(parts, axis=0, dtype=np.float32)
+
     # ------------------------------------------------------------- recommend
     def recommend(
         self,
@@ -200,7 +233,12 @@ class Recommender:
             exclude: deny-list of raw item ids (unknown ids are ignored).
         """
         row, stats = self.features.extract(history)
-        scores = self.prior.scores if stats.empty else self.backend.run_row(row)
+        if stats.empty:
+            scores = self.prior.scores
+        else:
+            scores = self.backend.run_row(row)
+            if self._bias is not None:
+                scores = scores + self._bias
         excl = self._exclusions(stats.seen if exclude_seen else None, exclude)
         incl = None if include is None else self._encode_ids(include, "include")
         idx, sc = self.topk.query(scores, k, exclude=excl, include=incl)
@@ -220,6 +258,8 @@ class Recommender:
         model_rows = [i for i, s in enumerate(stats) if not s.empty]
         if model_rows:
             scores[model_rows] = self.backend.run(rows[model_rows])
+            if self._bias is not None:
+                scores[model_rows] += self._bias
         for i, s in enumerate(stats):
             if s.empty:
                 scores[i] = self.prior.scores

@@ -287,6 +287,11 @@ class SyncClient:
         http: ``"auto"`` (httpx if installed), ``"httpx"`` or ``"urllib"``.
         durable: fsync state files before sending (default). ``False`` keeps the
             atomic renames but skips fsync: for simulations of many devices.
+        min_noise_multiplier: the device's own privacy floor: it sits out rounds
+            whose noise multiplier is lower (the coordinator cannot talk it into
+            sending a less noised update).
+        min_cohort: sit out rounds whose minimum cohort (the fewest devices the
+            coordinator may unmask together) is smaller than this.
     """
 
     def __init__(
@@ -306,6 +311,8 @@ class SyncClient:
         trainer_options: Mapping[str, Any] | None = None,
         http: str = "auto",
         durable: bool = True,
+        min_noise_multiplier: float = 0.0,
+        min_cohort: int = 2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = _adapt(model)
@@ -318,6 +325,8 @@ class SyncClient:
         self.rng = rng
         self.trainer_options = dict(trainer_options or {})
         self.durable = bool(durable)
+        self.min_noise_multiplier = float(min_noise_multiplier)
+        self.min_cohort = int(min_cohort)
         self._warned_hook = False
         self._http = self._make_http(http, transport, verify, timeout)
         creds = self._read_json("credentials.json") or {}
@@ -471,6 +480,16 @@ class SyncClient:
                 raise _Stop("missed the advertise phase", finished=True)
             if params.head_version != self.head_version:
                 raise _Stop("round trains another head version", finished=True)
+            if (
+                params.noise_multiplier < self.min_noise_multiplier
+                or params.min_cohort < self.min_cohort
+            ):
+                raise _Stop(
+                    f"round below this device's privacy floor (z={params.noise_multiplier} < "
+                    f"{self.min_noise_multiplier} or min_cohort={params.min_cohort} < "
+                    f"{self.min_cohort}): sitting it out",
+                    finished=True,
+                )
             if client is None:
                 client = SecAggClient(cid, params)
             msg = client.advertise()

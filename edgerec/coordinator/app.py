@@ -4,9 +4,10 @@ Order of checks on every device route: body size (middleware, before reading)
 -> bearer token (401) -> the path's device id is the caller's (403) -> rate
 limit (429) -> JSON (400) -> schema (422) -> round state and protocol checks in
 the engine (403/404/409/410/422). A refused request changes nothing in the
-database. Blocking work (SQLite, crypto) runs in the thread pool; accepted
-messages schedule :meth:`RoundEngine.advance` as a background task, and a
-ticker closes phases whose deadline passed.
+database. Blocking work (SQLite, crypto) runs in the thread pool; a message
+that completes its phase schedules :meth:`RoundEngine.advance` as a background
+task (after the answer is sent), and a ticker closes phases whose deadline
+passed (and opens the next round with ``--auto-round``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     cfg = coordinator.config
     device_limiter = RateLimiter(cfg.device_rate, cfg.device_burst)
     anon_limiter = RateLimiter(cfg.anon_rate, cfg.anon_burst)
+    status_limiter = RateLimiter(cfg.anon_rate * 10, cfg.anon_burst * 10)
     engine = coordinator.rounds
 
     @contextlib.asynccontextmanager
@@ -181,9 +183,11 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         device_id, token = await run_in_threadpool(coordinator.devices.enroll, body["enroll_key"])
         return JSONResponse({"device_id": device_id, "token": token}, status_code=201)
 
-    @app.get("/v1/status", tags=["public"])
-    async def status() -> dict[str, Any]:
+    @app.get("/v1/status", tags=["public"], responses={429: errs[429]})
+    async def status(request: Request) -> dict[str, Any]:
         """Head version, round state, (ε, δ) spent and rounds done."""
+        host = request.client.host if request.client else "unknown"
+        limit(f"status:{host}", status_limiter)
         return await run_in_threadpool(coordinator.status)
 
     # ------------------------------------------------------------------ device

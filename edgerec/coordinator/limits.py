@@ -23,7 +23,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body too large: the limit is {limit} bytes"}).encode()
+    body = json.dumps(
+        {"error": "too_large", "detail": f"request body too large: the limit is {limit} bytes"}
+    ).encode()
     await send(
         {
             "type": "http.response.start",

@@ -764,7 +764,11 @@ class RoundEngine:
                 state=DONE,
                 closed_at=now,
                 result_version=version,
-                info={**rnd.info, "epsilon": metadata["epsilon"]},
+                info={
+                    **rnd.info,
+                    "epsilon": metadata["epsilon"],
+                    "misbehaving": {str(k): v for k, v in server.misbehaving.items()},
+                },
             )
             if ok:
                 tx.insert_head(Head(version, rnd.round_id, now, bias, metadata))
@@ -890,7 +894,7 @@ class RoundEngine:
             live.keys.update((ad.c_pk, ad.s_pk))
         if state == "advertise":
             return live
-        server = SecAggServer(params, ads)
+        server = SecAggServer(params, ads, audit_shares=self.config.audit_shares)
         for m in tx.messages(rnd.round_id, "share"):
             server.add_shares(EncryptedShares.from_wire(m.payload, params))
         if state in ("upload", "unmask"):

@@ -171,6 +171,8 @@ class Coordinator:
             "closed_at": rnd.closed_at,
             "result_version": rnd.result_version,
             "failure": rnd.failure,
+            "culprits": rnd.info.get("culprits", {}),
+            "misbehaving": rnd.info.get("misbehaving", {}),
             "cohort_target": params.cohort_target,
             "min_cohort": params.min_cohort,
             "neighbour_degree": params.neighbour_degree,

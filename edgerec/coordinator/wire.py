@@ -10,6 +10,7 @@ number, ``{d}`` the caller's device id — another device's id is refused with 4
     GET  /v1/status                              head, round state, (ε, δ) spent
     GET  /v1/head?since=V                        current global_bias (if newer than V)
     GET  /v1/rounds/current                      open round, am I selected, my client id
+    GET  /v1/rounds/{r}                          the same for one round
     POST /v1/rounds/{r}/devices/{d}/advertise    phase 0  Advertisement
     GET  /v1/rounds/{r}/devices/{d}/keys         phase 1  KeysBundle (roster + neighbour keys)
     POST /v1/rounds/{r}/devices/{d}/shares       phase 1  EncryptedShares
@@ -20,6 +21,7 @@ number, ``{d}`` the caller's device id — another device's id is refused with 4
     POST /v1/admin/rounds                        open a round (admin token)
     GET  /v1/admin/rounds                        list rounds (admin token)
     POST /v1/admin/rounds/{r}/abort              end a running round as failed
+    POST /v1/admin/tick                          close due phases now
 
 Error bodies are ``{"error": CODE, "detail": TEXT, ...}``; :data:`RETRY_LATER`
 codes mean "nothing wrong, the round is not there yet: call sync() again later".

@@ -61,7 +61,7 @@ class TrainConfig:
     windows_per_length: float = 1.0
     patience: int = 16
     lr_decay_patience: int = 4
-    lr_decay_factor: float = 0.5
+    lr_decay_factor: float = 1.0
     min_learning_rate: float = 1e-5
     eval_batch_size: int = 256
     seed: int = 42

@@ -131,6 +131,16 @@ def sync_until_finished(devices: list[SyncClient], timeout: float = 60.0) -> lis
         time.sleep(0.3)
 
 
+def wait_state(url: str, state: str, timeout: float = 30.0) -> None:
+    """Poll /v1/status until the round is in ``state`` (phases close in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(url + "/v1/status").json()["round"]["state"] == state:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"round never reached {state}")
+
+
 def upload_count(db_file: Path) -> int:
     conn = sqlite3.connect(db_file)
     try:
@@ -158,11 +168,12 @@ def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch
                 str(tmp_path / "admin.token"), "--cohort-target", "6", "--min-cohort", "4",
                 "--clip", "0.5", "--noise-multiplier", "0.3", "--json")  # fmt: skip
         assert r.returncode == 0, r.stderr
-        for _ in range(2):  # advertise, then shares (the last device also uploads)
+        for state in ("share", "upload"):  # everyone advertises, then sends shares
             for d in devices:
                 d.sync()
+            wait_state(server.url, state)
         for d in devices[:3]:
-            d.sync()
+            assert "upload" in d.sync().sent
         accepted = upload_count(db_file)
         assert 3 <= accepted < 6
         server.kill9()

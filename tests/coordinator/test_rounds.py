@@ -345,3 +345,58 @@ def test_status_and_head_endpoints(server, make_devices):
     assert len(raw) == 4 * NUM_ITEMS and body["changed"] is True
     r = server.http.get("/v1/head?since=0", headers={"authorization": f"Bearer {token}"})
     assert r.json()["changed"] is False and "global_bias" not in r.json()
+
+
+def test_auto_rounds_stop_when_the_budget_is_spent(server, make_devices, caplog):
+    devices = make_devices(4)
+    sync_all(devices)
+    one = compute_epsilon(2.0, 1.0, 1, 1e-5)
+    two = compute_epsilon(2.0, 1.0, 2, 1e-5)
+    cfg = RoundConfig(
+        cohort_target=4, min_cohort=3, noise_multiplier=2.0, delta=1e-5,
+        target_epsilon=(one + two) / 2,
+    )  # fmt: skip
+    engine = server.coordinator.rounds
+    first = engine.auto_open(cfg)
+    assert first is not None and engine.auto_open(cfg) is None  # one at a time
+    sync_all(devices)
+    assert _head(server)[0] == 1
+    assert engine.auto_open(cfg, interval_s=60) is None  # waits after the last round
+    server.clock.advance(61)
+    assert engine.auto_open(cfg, interval_s=60) is None
+    assert "no more rounds: privacy budget exhausted" in caplog.text
+    assert engine._auto_stopped
+
+
+def test_devices_sit_out_rounds_below_their_privacy_floor(server, make_devices):
+    strict = make_devices(3, min_noise_multiplier=0.5)
+    sync_all(strict)
+    server.open_round(cohort_target=3, min_cohort=2, noise_multiplier=0.1)
+    reports = sync_all(strict)
+    assert all(r.finished and r.sent == [] and not r.error for r in reports)
+    assert server.http.get("/v1/status").json()["round"]["messages"]["advertise"] == 0
+
+
+def test_a_wrong_unmask_share_is_outvoted_and_its_sender_named(server, make_devices, recorded):
+    def tamper(path: str, body: dict) -> dict:
+        if path.endswith("/unmask"):
+            owner = next(iter(body["b_shares"]))
+            y = int.from_bytes(base64.b64decode(body["b_shares"][owner]), "big")
+            body["b_shares"][owner] = base64.b64encode(
+                ((y + 1) % (2**521 - 1)).to_bytes(66, "big")
+            ).decode()
+        return body
+
+    taps = [Tap(server.transport, tamper=tamper if i == 2 else None) for i in range(6)]
+    devices = [make_devices(1, first=i, transport=taps[i])[0] for i in range(6)]
+    sync_all(devices)
+    server.open_round(cohort_target=6, min_cohort=3)
+    reports = sync_all(devices)
+    version, bias, _ = _head(server)
+    assert version == 1, reports  # the honest majority of shares still reconstructs
+    np.testing.assert_allclose(bias, _expected(recorded), atol=1e-6)
+    summary = server.http.get("/v1/admin/rounds", headers=server.admin()).json()[0]
+    cid = server.coordinator.rounds.device_view(
+        server.coordinator.devices.authenticate(f"Bearer {devices[2].token}"), 1
+    )["client_id"]
+    assert str(cid) in summary["misbehaving"], (summary, reports, taps[2].sent[-3:])

@@ -715,3 +715,31 @@ def test_failed_open_releases_the_loaded_backend(
     for be in created:
         with pytest.raises(Exception, match="closed"):
             be.run_row(row)
+
+
+@slow
+def test_global_and_local_bias_shift_scores(tiny_bundle: Path) -> None:
+    with open_rec(tiny_bundle) as rec:
+        history = sample_histories(tiny_bundle)[0]
+        base = rec.recommend(history, k=rec.vocab.num_items, exclude_seen=False)
+        target = base[-1].item_id  # the lowest-ranked item
+        bias = np.zeros(rec.vocab.num_items, np.float32)
+        bias[rec.vocab.index(target) - 1] = 1e4
+        rec.set_global_bias(bias, version=3)
+        assert rec.head_version == 3
+        top = rec.recommend(history, k=1, exclude_seen=False)
+        assert top[0].item_id == target
+        assert top[0].score == pytest.approx(base[-1].score + 1e4, rel=1e-4)
+        batch = rec.recommend_batch([history], k=1, exclude_seen=False)
+        assert batch[0][0].item_id == target
+        rec.set_local_bias(-bias)  # local personalisation cancels it out
+        assert ids_of(rec.recommend(history, k=3, exclude_seen=False)) == ids_of(base[:3])
+        rec.set_global_bias(None)
+        rec.set_local_bias(None)
+        assert rec.recommend(history, k=3, exclude_seen=False) == base[:3]
+        with pytest.raises(InputError, match="shape"):
+            rec.set_global_bias(np.zeros(3, np.float32))
+        bad = np.zeros(rec.vocab.num_items, np.float32)
+        bad[0] = np.nan
+        with pytest.raises(InputError, match="NaN"):
+            rec.set_local_bias(bad)
