@@ -141,6 +141,7 @@ def train_teacher(
     best_ndcg, best_epoch, best_valid = -1.0, 0, {}
     best_weights: list[np.ndarray] | None = None
     history: list[EpochLog] = []
+    learning_rate = tc.learning_rate
     started = time.perf_counter()
     bar = tqdm(range(1, tc.epochs + 1), desc="train teacher", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -164,9 +165,7 @@ def train_teacher(
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
         valid = validation_metrics(scorer, split)
-        entry = EpochLog(
-            epoch, loss, valid, time.perf_counter() - t0, float(optimizer.learning_rate)
-        )
+        entry = EpochLog(epoch, loss, valid, time.perf_counter() - t0, learning_rate)
         history.append(entry)
         if on_epoch:
             on_epoch(entry)
@@ -180,9 +179,9 @@ def train_teacher(
         log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
         stale = epoch - best_epoch
         if stale and stale % tc.lr_decay_patience == 0 and tc.lr_decay_factor < 1.0:
-            lr = max(float(optimizer.learning_rate) * tc.lr_decay_factor, tc.min_learning_rate)
-            optimizer.learning_rate.assign(lr)
-            log.debug("epoch %d: learning rate -> %.2e", epoch, lr)
+            learning_rate = max(learning_rate * tc.lr_decay_factor, tc.min_learning_rate)
+            optimizer.learning_rate.assign(learning_rate)
+            log.debug("epoch %d: learning rate -> %.2e", epoch, learning_rate)
         if stale >= tc.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
             break

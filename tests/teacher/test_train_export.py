@@ -121,3 +121,21 @@ def test_missing_teacher_dir(tmp_path: Path) -> None:
     (tmp_path / "half" / "teacher.json").write_text("{}")
     with pytest.raises(InputError, match="missing"):
         read_teacher_info(tmp_path / "half")
+
+
+def test_learning_rate_decays_on_plateau(walk_split) -> None:
+    from edgerec.teacher.train import train_teacher
+
+    # a learning rate too small to move validation NDCG: every epoch after the first is stale
+    cfg = TINY.with_overrides(
+        epochs=4,
+        learning_rate=1e-12,
+        min_learning_rate=1e-14,
+        lr_decay_patience=1,
+        lr_decay_factor=0.5,
+        patience=10,
+    )
+    result = train_teacher(walk_split, cfg, strategy="mirrored", progress=False)
+    rates = [h.learning_rate for h in result.history]
+    assert rates[0] == pytest.approx(1e-12)
+    assert rates[-1] < rates[0]
