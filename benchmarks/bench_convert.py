@@ -268,6 +268,12 @@ def part_scale(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any
     teacher_dir = work / "teacher"
     t0 = time.perf_counter()
     if not (teacher_dir / "teacher.json").is_file():
+        # edgerec.teacher.train scores all validation users at once (users x n floats:
+        # 12 GB at 30k x 100k); use the converter's chunked validation for this run
+        import edgerec.teacher.train as teacher_train
+        from edgerec.converters.distil import validation_metrics
+
+        teacher_train.validation_metrics = validation_metrics
         tcfg = TeacherConfig.from_json(
             {
                 "model": {

@@ -109,13 +109,13 @@ class DistilConfig:
     """Knowledge distillation: soft teacher targets plus ground truth, Cloze inputs."""
 
     temperature: float = 2.0
-    alpha: float = 0.7
+    alpha: float = 0.5
     epochs: int = 60
-    patience: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    patience: int = 15
+    batch_size: int = 256
+    learning_rate: float = 2e-3
     mask_prob: float = 0.2
-    last_item_mask_prob: float = 0.1
+    last_item_mask_prob: float = 0.5
     windows_per_length: float = 1.0
     seed: int = 42
 

@@ -33,11 +33,12 @@ from edgerec.converters.config import DistilConfig, StudentConfig
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
+from edgerec.metrics import metrics_from_ranks, target_ranks
 from edgerec.teacher.cloze import cloze_epoch
 from edgerec.teacher.config import ModelConfig
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
-from edgerec.teacher.train import set_seed, validation_metrics
+from edgerec.teacher.train import set_seed
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,23 @@ def encoder_params(cfg: ModelConfig, num_items: int = 0) -> int:
     return cfg.num_blocks * block + rest + table
 
 
+def validation_metrics(
+    scorer: KerasScorer, split: LeaveOneOutSplit, chunk: int = 256
+) -> dict[str, float]:
+    """Validation HR/NDCG/MRR@10 (full ranking, history kept), scored in chunks.
+
+    Memory stays at ``chunk x n`` scores, so a 100k-item catalog with tens of
+    thousands of users does not need a ``users x n`` matrix.
+    """
+    rows = scorer.spec.encode_batch(split.valid_inputs())
+    targets = np.asarray(split.valid_target)
+    ranks = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), chunk):
+        scores = scorer.score_rows(rows[start : start + chunk])
+        ranks[start : start + chunk] = target_ranks(scores, targets[start : start + chunk])
+    return metrics_from_ranks(ranks, ks=(10,))
+
+
 def run(
     split: LeaveOneOutSplit,
     options: DistilOptions,
@@ -124,6 +142,10 @@ def run(
     alpha = float(dc.alpha)
     if alpha > 0 and teacher is None:
         raise InputError("distillation with alpha > 0 needs a teacher model")
+    # Fresh Keras name counters: auto-generated layer names end up in the exported
+    # graphs' tensor names, so without this the same seed gives the same numbers but
+    # different artifact bytes depending on what the process built before.
+    keras.utils.clear_session(free_memory=False)
     set_seed(dc.seed)
     rng = np.random.default_rng(dc.seed)
     spec = FeatureSpec(max_len=mc.max_len, num_items=split.vocab.num_items)

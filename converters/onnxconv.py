@@ -63,8 +63,12 @@ def export_fp32(saved_model: Path, out_path: Path, opset: int) -> list[str]:
     """tf2onnx on a SavedModel; returns the notes of the post-passes applied."""
     import onnx
     import tf2onnx.convert as tfconvert
+    import tf2onnx.utils
     from tf2onnx import tf_loader
 
+    # tf2onnx names inserted nodes from a process-wide counter; restart it so the
+    # same SavedModel always gives the same bytes (reproducible artifacts)
+    tf2onnx.utils.INTERNAL_NAME = 1
     capture = _Capture()
     tf2onnx_log = logging.getLogger("tf2onnx")
     tf2onnx_log.addHandler(capture)
@@ -93,6 +97,8 @@ def export_fp32(saved_model: Path, out_path: Path, opset: int) -> list[str]:
         notes.append("Erfc rewritten as 1 - Erf")
     if share_item_table(model):
         notes.append("item table shared by Gather and scoring MatMul (stored once)")
+    if canonicalize(model):
+        notes.append("names and node order canonicalized (reproducible bytes)")
     onnx.checker.check_model(model)
     onnx.save(model, str(out_path))
     return notes
@@ -228,6 +234,93 @@ def share_item_table(model: Any) -> bool:
                 graph.initializer.remove(inits[table_name])
             return True
     return False
+
+
+def canonicalize(model: Any) -> bool:
+    """Rename and reorder a graph canonically so equal graphs give equal bytes.
+
+    tf2onnx names inserted nodes from a counter and its optimizers iterate
+    unordered sets, so two conversions of the same SavedModel differ in names,
+    node order and which of several identical constants survives. Here every
+    initializer is named by its content hash (identical ones merged), nodes are
+    ordered topologically with ties broken by (op type, inputs, attributes), and
+    intermediate tensors / nodes get sequential names. Graph inputs and outputs
+    keep their names. Graphs with subgraphs (control flow) are left as they are.
+    Returns whether the pass ran.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    graph = model.graph
+    if any(
+        a.type in (onnx_attr_graph(), onnx_attr_graphs()) for n in graph.node for a in n.attribute
+    ):
+        return False
+    rename: dict[str, str] = {"": ""}
+    for name in [i.name for i in graph.input] + [o.name for o in graph.output]:
+        rename[name] = name
+    kept = {}
+    for init in graph.initializer:
+        content = np.ascontiguousarray(numpy_helper.to_array(init)).tobytes()
+        digest = hashlib.sha256(
+            f"{init.data_type}:{list(init.dims)}:".encode() + content
+        ).hexdigest()[:16]
+        new = rename.get(init.name) or f"w_{digest}"
+        rename[init.name] = new
+        if new not in kept:
+            init.name = new
+            kept[new] = init
+    produced = {o for n in graph.node for o in n.output}
+    remaining = list(graph.node)
+    ordered = []
+    available = set(rename)  # graph inputs and initializers
+    counter = 0
+    while remaining:
+        ready = [n for n in remaining if all(i in available or i not in produced for i in n.input)]
+        if not ready:
+            return False  # not a DAG we understand; leave untouched
+
+        def key(n: Any) -> tuple[str, str, str]:
+            attrs = ";".join(
+                f"{a.name}={a.SerializeToString(deterministic=True).hex()}"
+                for a in sorted(n.attribute, key=lambda a: a.name)
+            )
+            return (n.op_type, ",".join(rename.get(i, i) for i in n.input), attrs)
+
+        node = min(ready, key=key)
+        remaining.remove(node)
+        for out in node.output:
+            if out not in rename:
+                rename[out] = f"t{counter}"
+                counter += 1
+            available.add(out)
+        ordered.append(node)
+    for idx, node in enumerate(ordered):
+        node.name = f"n{idx}"
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    inits = sorted(kept.values(), key=lambda i: i.name)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.value_info[:]
+    del model.metadata_props[:]
+    model.graph.name = "edgerec-student"
+    return True
+
+
+def onnx_attr_graph() -> int:
+    from onnx import AttributeProto
+
+    return AttributeProto.GRAPH
+
+
+def onnx_attr_graphs() -> int:
+    from onnx import AttributeProto
+
+    return AttributeProto.GRAPHS
 
 
 def _rank_of(model: Any, name: str) -> int | None:

@@ -390,7 +390,7 @@ def convert(
 def _convert(
     prepared: Prepared, work: Path, timings: dict[str, float], progress: bool
 ) -> ConvertResult:
-    from edgerec.converters import distil, package, report, savedmodel, validate
+    from edgerec.converters import distil, savedmodel, validate
     from edgerec.teacher.artifacts import load_teacher
 
     cfg = prepared.config
@@ -469,9 +469,6 @@ def _convert(
             fallback_name,
             timings,
             work,
-            package,
-            report,
-            validate,
         )
     status = summary["status"]
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING
@@ -561,13 +558,11 @@ def _publish(
     fallback_name: str | None,
     timings: dict[str, float],
     work: Path,
-    package: Any,
-    report: Any,
-    validate: Any,
 ) -> dict[str, Any]:
     """Embed the manifest in each artifact, write reference data and the report,
     and publish the bundle atomically. Returns the summary (report.json)."""
     from edgerec.baselines import MostPopular
+    from edgerec.converters import package, report, validate
     from edgerec.converters.distil import encoder_params
 
     cfg = prepared.config

@@ -227,3 +227,33 @@ def test_unloadable_teacher_model(
     )
     assert code == 2
     assert "cannot load Keras model" in capsys.readouterr().err
+
+
+def test_same_seed_gives_same_metrics_and_bytes(tmp_path: Path) -> None:
+    """Two conversions in one process (after others): identical metrics and files."""
+    from edgerec.bundle import read_manifest
+    from tests.converters.tiny import build_tiny_bundle
+
+    tables = {
+        "export": {
+            "targets": ["tflite", "onnx"],
+            "precisions": ["fp32", "int8-dynamic"],
+            "gpu": True,
+        },
+        "distil": {"epochs": 3, "patience": 3},
+        "gates": {"quality_min_ratio": 0.0},  # 3 epochs: only determinism matters here
+    }
+    first = build_tiny_bundle(tmp_path / "a", **tables)
+    from edgerec.converters.pipeline import convert
+    from tests.converters.tiny import build_tiny_teacher, tiny_config, tiny_split
+
+    convert(
+        build_tiny_teacher(), tiny_split(), tmp_path / "b", tiny_config(**tables), progress=False
+    )
+    a, b = read_manifest(first), read_manifest(tmp_path / "b")
+    assert a.model_version == b.model_version
+    for x in a.artifacts:
+        y = b.artifact(x.name)
+        strip = {k: v for k, v in x.metrics.items() if not k.startswith("latency")}
+        assert strip == {k: v for k, v in y.metrics.items() if not k.startswith("latency")}
+        assert x.sha256 == y.sha256, x.name

@@ -116,3 +116,31 @@ def test_tied_table_with_gemm_becomes_matmul_add(tmp_path: Path) -> None:
     q = onnx.load(str(tmp_path / "q.onnx"))
     big = [i for i in q.graph.initializer if np.prod(i.dims) >= vocab * d]
     assert len(big) == 1  # one (quantized) copy of the table
+
+
+def test_canonicalize_makes_equal_graphs_byte_identical() -> None:
+    from edgerec.converters.onnxconv import canonicalize
+
+    def build(suffix: str, swap: bool):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+        one = numpy_helper.from_array(np.ones(2, np.float32), f"one__{suffix}")
+        two = numpy_helper.from_array(np.full(2, 2.0, np.float32), f"two__{suffix}")
+        a = helper.make_node("Add", ["x", one.name], [f"a__{suffix}"], name=f"add{suffix}")
+        m = helper.make_node("Mul", ["x", two.name], [f"m__{suffix}"], name=f"mul{suffix}")
+        s = helper.make_node("Sub", [f"a__{suffix}", f"m__{suffix}"], ["y"])
+        nodes = [m, a, s] if swap else [a, m, s]
+        inits = [two, one] if swap else [one, two]
+        graph = helper.make_graph(nodes, f"g{suffix}", [x], [y], initializer=inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    first, second = build("7", False), build("125", True)
+    assert first.SerializeToString() != second.SerializeToString()
+    assert canonicalize(first) and canonicalize(second)
+    assert first.SerializeToString(deterministic=True) == second.SerializeToString(
+        deterministic=True
+    )
+    out = ort.InferenceSession(first.SerializeToString()).run(
+        None, {"x": np.array([1.0, 3.0], np.float32)}
+    )[0]
+    np.testing.assert_allclose(out, [0.0, -2.0])
