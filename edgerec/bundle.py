@@ -27,7 +27,6 @@ row itself; the GPU variant takes float embedding rows plus a float key mask
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerec._hashing import sha256_file
 from edgerec.errors import EdgerecError, InputError
 from edgerec.features import FeatureSpec
 from edgerec.vocab import PAD_ID
@@ -61,15 +61,6 @@ class BundleError(EdgerecError):
     """A bundle is missing, malformed, tampered with or incompatible."""
 
     exit_code = 2
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

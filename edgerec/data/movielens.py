@@ -13,7 +13,6 @@ and ``ml-100k.link``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from edgerec._hashing import sha256_file
 from edgerec.errors import EdgerecError
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "edgerec"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_dataset_dir(directory: Path) -> str | None:

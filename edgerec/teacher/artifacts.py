@@ -13,7 +13,6 @@ Layout::
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerec import __version__
+from edgerec._hashing import sha256_file as file_sha256
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
 from edgerec.teacher.config import TeacherConfig
@@ -30,15 +30,6 @@ from edgerec.vocab import Vocab
 
 TEACHER_FORMAT = "edgerec-teacher/1"
 REQUIRED_FILES = ("teacher.json", "vocab.json", "model.keras")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
