@@ -10,12 +10,31 @@ The recommend path::
                                    └──────────► PopularityPrior ─┘
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import HistoryStoreError, NonFiniteScoresError
 from .features import Dedupe, ExtractStats, FeatureExtractor
-from .history import Event, HistoryStore
 from .popularity import PopularityPrior
 from .ranking import Recommendation, TopK, TopKResult, to_recommendations
 from .recommender import Recommender
+
+if TYPE_CHECKING:
+    from .history import Event, HistoryStore
+
+# Imported on first use (PEP 562), so that ``import edgerec.runtime`` does not load
+# sqlite3 for applications that keep their own history.
+_LAZY = {"Event": "history", "HistoryStore": "history"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Dedupe",

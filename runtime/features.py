@@ -76,6 +76,8 @@ class ExtractStats:
         seen: sorted unique int32 indices of every known item in the history
             (before de-dup and truncation) — pass as ``exclude`` to ranking.
             Computed on first access.
+        known: the same items as int32 indices in time order, repeats kept
+            (cheaper than ``seen``; ranking does not need them sorted or unique).
     """
 
     __slots__ = (
@@ -118,6 +120,11 @@ class ExtractStats:
             seen.flags.writeable = False
             self._seen = seen
         return self._seen
+
+    @property
+    def known(self) -> np.ndarray:
+        """int32 indices of the known items of the history, oldest first, repeats kept."""
+        return np.array(self._known, np.int32)
 
     def to_json(self) -> dict[str, Any]:
         """The counters as a JSON-able dict (without ``seen``)."""

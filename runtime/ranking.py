@@ -14,11 +14,13 @@ Guarantees:
   ranking never guesses an order for NaN or inf.
 * ``k`` larger than the number of eligible candidates returns all of them.
 
-Speed: ``np.argpartition`` instead of a full sort. For large catalogs a strided
-sample first estimates the score threshold of the top ``k`` and only the items
-above it are partitioned (exact: it falls back to the full partition when the
-estimate admits fewer than ``k``). Exclusions are applied without copying the
-score array: take the top ``k + m`` and drop the ``m`` excluded.
+Speed: ``np.argpartition`` instead of a full sort. For catalogs of 1,024 items
+and more, the ``k``-th best score of a strided sample is a lower bound of the
+true ``k``-th best, so only the items at or above it (about ``k * 16``) are
+partitioned — exact, not an approximation. Excluded items are set to ``-inf`` in
+a copy of the scores (never in the caller's array) and cut from the tail of the
+result. Index lists are validated with vectorised range checks; exclusion lists
+are not sorted or de-duplicated (repeats are harmless).
 """
 
 from __future__ import annotations
@@ -37,10 +39,8 @@ from .errors import NonFiniteScoresError
 __all__ = ["Recommendation", "TopK", "TopKResult", "to_recommendations"]
 
 # Prefilter tuning: only for vectors this long, with a sample of every _STRIDE-th score.
-_PREFILTER_MIN = 2048
-_STRIDE = 32
-# Exclusion by "top k + m, then drop" up to this many excluded items; beyond, mask.
-_DROP_MAX = 4096
+_PREFILTER_MIN = 1024
+_STRIDE = 16
 
 IndexArray = np.ndarray | Sequence[int] | Iterable[int]
 
@@ -66,27 +66,38 @@ class TopKResult(NamedTuple):
     scores: np.ndarray
 
 
-def _positions(values: Any, num_items: int, what: str) -> np.ndarray:
-    """Validate item indices ``1..n`` -> sorted unique 0-based columns (int64)."""
-    if isinstance(values, set | frozenset):
-        values = sorted(values)
-    try:
-        arr = np.asarray(values)
-    except (ValueError, TypeError) as exc:  # ragged nesting and the like
-        raise InputError(f"{what} must be a 1-D list of item indices ({exc})") from None
+def _item_columns(values: Any, num_items: int, what: str) -> np.ndarray:
+    """Validate item indices ``1..n`` -> 0-based int64 columns (order and repeats kept)."""
+    if isinstance(values, np.ndarray):
+        arr = values
+    else:
+        if isinstance(values, set | frozenset):
+            values = sorted(values)
+        try:
+            arr = np.asarray(values)
+        except (ValueError, TypeError) as exc:  # ragged nesting and the like
+            raise InputError(f"{what} must be a 1-D list of item indices ({exc})") from None
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
         raise InputError(f"{what} must be a 1-D list of item indices (got shape {arr.shape})")
     if arr.size == 0:
         return np.zeros(0, np.int64)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind not in "iu":  # bool is kind "b", floats "f"
         raise InputError(f"{what} must hold integer item indices (got dtype {arr.dtype})")
     lo, hi = arr.min(), arr.max()
     if lo < 1 or hi > num_items:
         bad = lo if lo < 1 else hi
         raise InputError(f"{what}: {int(bad)} is not an item index (valid: 1..{num_items})")
-    return np.unique(arr.astype(np.int64, copy=False)) - 1
+    return arr.astype(np.int64) - 1
+
+
+def _positions(values: Any, num_items: int, what: str) -> np.ndarray:
+    """Validate item indices ``1..n`` -> sorted unique 0-based columns (int64)."""
+    cols = np.sort(_item_columns(values, num_items, what))
+    if cols.shape[0] > 1:  # np.unique is slower and imports numpy.ma on first use
+        cols = cols[np.concatenate(([True], cols[1:] != cols[:-1]))]
+    return cols
 
 
 def _check_k(k: object) -> int:
@@ -111,24 +122,23 @@ def _top_exact(v: np.ndarray, k: int) -> np.ndarray:
 
 
 def _top(v: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best of finite ``v``, sorted: score desc, position asc."""
+    """Positions of the ``k`` best of ``v`` (no NaN), sorted: score desc, position asc."""
     n = v.shape[0]
     if k >= n:
         pos = np.arange(n)
     elif k == 0:
         return np.zeros(0, np.intp)
+    elif n >= _PREFILTER_MIN and k * _STRIDE * 4 <= n:
+        # The k-th best of a strided sample is a lower bound of the k-th best of v
+        # (the sample's k best are in v), so every top-k item is >= it: partition
+        # only those (~k * _STRIDE of them) instead of all n.
+        sample = v[::_STRIDE]
+        m = sample.shape[0]
+        estimate = np.partition(sample, m - k)[m - k]
+        cand = np.flatnonzero(v >= estimate)  # ascending: keeps the tie order
+        pos = cand if cand.shape[0] == k else cand[_top_exact(v[cand], k)]
     else:
-        pos = None
-        if n >= _PREFILTER_MIN and k * _STRIDE * 8 <= n:
-            sample = v[::_STRIDE]
-            m = sample.shape[0]
-            estimate = np.partition(sample, m - k)[m - k]  # k-th best of the sample
-            cand = np.flatnonzero(v >= estimate)  # ascending: keeps the tie order
-            if cand.shape[0] >= k:  # the true k-th best is >= estimate: all of top k is here
-                sub = v[cand]
-                pos = cand if cand.shape[0] == k else cand[_top_exact(sub, k)]
-        if pos is None:
-            pos = _top_exact(v, k)
+        pos = _top_exact(v, k)
     return pos[np.lexsort((pos, -v[pos]))]
 
 
@@ -229,20 +239,28 @@ class TopK:
         return TopKResult(indices, out)
 
     def _rows(self, spec: Any, b: int, what: str) -> list[np.ndarray | None]:
-        """Per-row validated 0-based columns from a shared or per-row index list."""
+        """Per-row validated 0-based columns from a shared or per-row index list.
+
+        ``include`` lists become sorted and unique (they are intersected and
+        searched); ``exclude`` lists keep their order and repeats (they are masked).
+        """
         if spec is None:
             return [None] * b
-        per_row = (
-            isinstance(spec, list | tuple)
-            and len(spec) > 0
-            and all(not isinstance(x, numbers.Integral) for x in spec)
-        ) or (isinstance(spec, np.ndarray) and spec.ndim == 2)
+        columns = _positions if what == "include" else _item_columns
+        if isinstance(spec, np.ndarray):
+            per_row = spec.ndim == 2
+        else:
+            per_row = (
+                isinstance(spec, list | tuple)
+                and len(spec) > 0
+                and all(not isinstance(x, numbers.Integral) for x in spec)
+            )
         if not per_row:
-            shared = _positions(spec, self._n, what)
+            shared = columns(spec, self._n, what)
             return [shared] * b
         if len(spec) != b:
             raise InputError(f"{what}: got {len(spec)} index lists for a batch of {b} rows")
-        return [_positions(x, self._n, f"{what}[{r}]") for r, x in enumerate(spec)]
+        return [columns(x, self._n, f"{what}[{r}]") for r, x in enumerate(spec)]
 
     def _query_row(
         self,
@@ -274,20 +292,12 @@ class TopK:
                 inside = at < cols.shape[0]
                 at = at[inside]
                 ex = at[cols[at] == exclude[inside]]
-        m = 0 if ex is None else ex.shape[0]
-        kk = min(k, v.shape[0] - m)
-        if kk <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, s.dtype)
-        if m == 0:
-            pos = _top(v, kk)
-        elif m <= _DROP_MAX:
-            pos = _top(v, kk + m)
-            pos = pos[~np.isin(pos, ex, assume_unique=True)][:kk]
-        else:
-            keep = np.ones(v.shape[0], bool)
-            keep[ex] = False
-            kept = np.flatnonzero(keep)
-            pos = kept[_top(v[kept], kk)]
+        if ex is not None:  # excluded items drop to -inf: below every finite score
+            v = v.copy() if v is s else v  # (s[cols] is already a copy)
+            v[ex] = -np.inf
+        pos = _top(v, min(k, v.shape[0]))
+        if ex is not None:  # fewer eligible items than k: cut the -inf tail
+            pos = pos[: np.count_nonzero(v[pos] != -np.inf)]
         idx = pos if cols is None else cols[pos]
         return idx.astype(np.int64, copy=False) + 1, s[idx]
 
@@ -307,6 +317,16 @@ def to_recommendations(
     sc = np.asarray(scores).ravel()
     if idx.shape != sc.shape:
         raise InputError(f"indices and scores differ in length ({idx.shape[0]} vs {sc.shape[0]})")
+    if idx.dtype.kind in "iu":  # the usual case: plain Python work on k items
+        items = idx.tolist()
+        values = sc.astype(np.float64, copy=False).tolist()  # Python floats
+        if PAD_ID in items:
+            pairs = [(i, v) for i, v in zip(items, values, strict=True) if i != PAD_ID]
+            items, values = [i for i, _ in pairs], [v for _, v in pairs]
+        if items and (min(items) < 1 or max(items) > vocab.num_items):
+            vocab.decode(items)  # raises, naming the bad index
+        ids = vocab.item_ids
+        return [Recommendation(ids[i - 1], v) for i, v in zip(items, values, strict=True)]
     keep = idx != PAD_ID
     ids = vocab.decode(idx[keep].tolist())
     return [Recommendation(i, float(v)) for i, v in zip(ids, sc[keep].tolist(), strict=True)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,9 +38,11 @@ from .backends.base import (
     create_backend,
 )
 from .features import FeatureExtractor
-from .history import HistoryStore
 from .popularity import PopularityPrior
 from .ranking import Recommendation, TopK, to_recommendations
+
+if TYPE_CHECKING:  # imported when a store is opened: sqlite3 stays out of plain use
+    from .history import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +160,14 @@ class Recommender:
         try:  # a failure below must not leak the loaded backend (no partial state)
             prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
             if isinstance(store, str | Path):
+                from .history import HistoryStore
+
                 store = HistoryStore(store)
                 owns_store = True
             rec = cls(manifest, vocab, be, art, prior, dedupe=dedupe, store=store)
         except BaseException:
             be.close()
-            if owns_store and isinstance(store, HistoryStore):
+            if owns_store and store is not None and not isinstance(store, str | Path):
                 store.close()
             raise
         rec._owns_store = owns_store
@@ -239,7 +243,8 @@ class Recommender:
             scores = self.backend.run_row(row)
             if self._bias is not None:
                 scores = scores + self._bias
-        excl = self._exclusions(stats.seen if exclude_seen else None, exclude)
+        deny = None if exclude is None else self._encode_ids(exclude, "exclude")
+        excl = self._merge(stats.known if exclude_seen else None, deny)
         incl = None if include is None else self._encode_ids(include, "include")
         idx, sc = self.topk.query(scores, k, exclude=excl, include=incl)
         return to_recommendations(self.vocab, idx, sc)
@@ -252,25 +257,29 @@ class Recommender:
         include: Iterable[str] | None = None,
         exclude: Iterable[str] | None = None,
     ) -> list[list[Recommendation]]:
-        """:meth:`recommend` for many histories (one backend pass over all rows)."""
+        """:meth:`recommend` for many histories, with the same results.
+
+        The model runs row by row (the artifacts have a static batch-1 signature);
+        the rest is batched: one pass to build the input rows, the bias and the
+        popularity prior applied to all rows at once, ``include``/``exclude``
+        encoded and validated once, and one top-k query over the ``(B, n)`` scores.
+        """
         rows, stats = self.features.extract_batch(histories)
+        empty = np.fromiter((s.empty for s in stats), bool, len(stats))
         scores = np.empty((len(rows), self.vocab.num_items), np.float32)
-        model_rows = [i for i, s in enumerate(stats) if not s.empty]
-        if model_rows:
+        if not empty.all():
+            model_rows = np.flatnonzero(~empty)
             scores[model_rows] = self.backend.run(rows[model_rows])
             if self._bias is not None:
                 scores[model_rows] += self._bias
-        for i, s in enumerate(stats):
-            if s.empty:
-                scores[i] = self.prior.scores
+        scores[empty] = self.prior.scores
         incl = None if include is None else self._encode_ids(include, "include")
         deny = None if exclude is None else self._encode_ids(exclude, "exclude")
-        out = []
-        for i, s in enumerate(stats):
-            excl = self._merge(s.seen if exclude_seen else None, deny)
-            idx, sc = self.topk.query(scores[i], k, exclude=excl, include=incl)
-            out.append(to_recommendations(self.vocab, idx, sc))
-        return out
+        excl: list[np.ndarray] | np.ndarray | None = deny  # one list for every row
+        if exclude_seen:  # one list per row
+            excl = [s.known if deny is None else np.concatenate([s.known, deny]) for s in stats]
+        idx, sc = self.topk.query(scores, k, exclude=excl, include=incl)
+        return [to_recommendations(self.vocab, i, v) for i, v in zip(idx, sc, strict=True)]
 
     def record(
         self, user: str, item: str, timestamp: float | None = None, event_type: str = "view"
@@ -318,17 +327,14 @@ class Recommender:
                 out.append(index)
         return np.asarray(out, np.int64)
 
-    def _exclusions(self, seen: np.ndarray | None, exclude: Iterable[str] | None):
-        deny = None if exclude is None else self._encode_ids(exclude, "exclude")
-        return self._merge(seen, deny)
-
     @staticmethod
     def _merge(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        """Both exclusion lists in one (ranking ignores repeats)."""
         if a is None or not len(a):
             return b
         if b is None or not len(b):
             return a
-        return np.union1d(a, b)
+        return np.concatenate([a, b])
 
 
 def _pick_format(manifest: Manifest, backend: str) -> str:

@@ -15,8 +15,10 @@ with ``"gpu"`` it raises :class:`AcceleratorUnavailable`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -153,6 +155,14 @@ class LiteRTBackend(Backend):
                 self._compiled = None
 
 
+#: file names of the Vulkan loader, by ``sys.platform``
+_VULKAN_LOADERS = {
+    "linux": ("libvulkan.so.1", "libvulkan.so"),
+    "darwin": ("libvulkan.1.dylib", "libMoltenVK.dylib"),
+    "win32": ("vulkan-1.dll",),
+}
+
+
 def _missing_gpu_runtime() -> str | None:
     """Why LiteRT's GPU accelerator cannot start here, or None if it might.
 
@@ -160,13 +170,32 @@ def _missing_gpu_runtime() -> str | None:
     Vulkan loader it always fails, after printing a screenful of native logs.
     ``EDGEREC_FORCE_GPU_PROBE=1`` skips this check.
     """
-    import ctypes.util
-
     if os.environ.get("EDGEREC_FORCE_GPU_PROBE") == "1":
         return None
-    if ctypes.util.find_library("vulkan") is None:
+    if not _vulkan_loader_present():
         return "no Vulkan loader (libvulkan.so.1) on this system"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _vulkan_loader_present() -> bool:
+    """Whether the dynamic linker can load a Vulkan loader (checked once per process).
+
+    ``dlopen`` through ctypes, not ``ctypes.util.find_library``: the latter runs
+    ``ldconfig``, ``gcc`` and ``ld`` in subprocesses, which cost 30 ms on an idle
+    host and far more on a busy one, on every ``Recommender.open``. A loader that
+    is present is what the GPU accelerator would load next anyway.
+    """
+    import ctypes
+
+    names = _VULKAN_LOADERS.get(sys.platform, _VULKAN_LOADERS["linux"])
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 class InputFeeds:

@@ -30,11 +30,10 @@ def brute_force(scores, k, candidates=None, exclude=None, include=None):
 
 @pytest.fixture(params=["plain", "small-thresholds"])
 def paths(request, monkeypatch):
-    """Run each test through the plain path and through the prefilter/mask paths."""
+    """Run each test through the plain path and through the sampled-prefilter path."""
     if request.param == "small-thresholds":
-        monkeypatch.setattr(ranking, "_PREFILTER_MIN", 64)
-        monkeypatch.setattr(ranking, "_STRIDE", 4)
-        monkeypatch.setattr(ranking, "_DROP_MAX", 3)
+        monkeypatch.setattr(ranking, "_PREFILTER_MIN", 8)
+        monkeypatch.setattr(ranking, "_STRIDE", 2)
     return request.param
 
 
