@@ -227,6 +227,29 @@ def test_litert_gpu_delegate_env_var_falls_back(
         LiteRTBackend(manifest.path(art.path), accelerator="gpu", **_kwargs(manifest, art))
 
 
+def test_gpu_probe_runs_no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Vulkan check is a dlopen, not ctypes.util.find_library (ldconfig, gcc, ld)."""
+    import ctypes.util
+    import subprocess
+
+    from edgerec.runtime.backends import litert
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the GPU probe must not spawn processes")
+
+    monkeypatch.delenv("EDGEREC_FORCE_GPU_PROBE", raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    litert._vulkan_loader_present.cache_clear()
+    try:
+        missing = litert._missing_gpu_runtime()
+        assert litert._missing_gpu_runtime() == missing  # cached: the same answer
+    finally:
+        litert._vulkan_loader_present.cache_clear()
+    monkeypatch.setenv("EDGEREC_FORCE_GPU_PROBE", "1")
+    assert litert._missing_gpu_runtime() is None
+
+
 @slow
 def test_onnx_gpu_provider_that_does_not_start(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, no_gpu: None
@@ -358,6 +381,7 @@ def test_bench_cli_on_a_real_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
         assert r["roofline_ratio"] > 0
     roof = report["roofline"]
     assert roof["macs"] > 0 and roof["roofline_ms"] > 0 and roof["peak_gmacs"] > 0
+    assert roof["peak_roofline_ms"] <= roof["roofline_ms"]
     assert report["teacher"] == {"skipped": "--no-teacher"}
     names = [t["target"] for t in report["targets"]]
     assert "recommend p50" in names and "1M items p50" in names

@@ -165,6 +165,9 @@ def test_seen_covers_the_whole_history_for_exclusion(fx: FeatureExtractor) -> No
     assert stats.seen.dtype == np.int32
     assert stats.to_json()["num_unknown"] == 1
     assert "num_truncated=3" in repr(stats)
+    # known: the same items in time order with repeats (what ranking excludes)
+    np.testing.assert_array_equal(stats.known, idx(*ids[:-1]))
+    assert stats.known.dtype == np.int32
 
 
 def test_generators_and_arrays_are_accepted(fx: FeatureExtractor) -> None:

@@ -70,6 +70,21 @@ def test_large_catalog_matches_brute_force() -> None:
     np.testing.assert_array_equal(TopK(n).query(ascending, 5).indices, np.arange(n, n - 5, -1))
 
 
+def test_exclusions_may_repeat_and_come_in_any_order(paths) -> None:
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal(300).astype(np.float32)
+    exclude = np.array([250, 3, 250, 17, 3, 299, 1], np.int32)  # int32, as FeatureExtractor
+    for k in (1, 5, 300):
+        got = TopK(300).query(scores, k, exclude=exclude)
+        want = brute_force(scores, k, exclude=exclude)
+        np.testing.assert_array_equal(got.indices, want[0])
+        np.testing.assert_array_equal(got.scores, want[1])
+    assert len(TopK(300).query(scores, 300, exclude=exclude).indices) == 300 - 5
+    batch = np.stack([scores, -scores])
+    idx, _ = TopK(300).query(batch, 4, exclude=[exclude, exclude[:2]])
+    np.testing.assert_array_equal(idx[1], brute_force(-scores, 4, exclude=exclude[:2])[0])
+
+
 def test_ties_break_by_lower_index_even_at_the_cut(paths) -> None:
     scores = np.array([1.0, 5.0, 3.0, 5.0, 3.0, 3.0, 0.0], np.float32)
     idx, sc = TopK(7).query(scores, 4)

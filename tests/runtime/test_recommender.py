@@ -169,9 +169,16 @@ def test_recommend_matches_the_reference_outputs(tiny_bundle: Path, backend: str
 @slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_recommend_batch_equals_single_calls(tiny_bundle: Path, backend: str) -> None:
-    histories = sample_histories(tiny_bundle)
+    ids = list(_vocab(tiny_bundle).item_ids)
+    histories = [[], *sample_histories(tiny_bundle), ["no-such-item"]]  # prior rows too
     with open_rec(tiny_bundle, backend) as rec:
-        for kwargs in ({}, {"exclude_seen": False}, {"k": 3, "exclude": ["i1", "i2"]}):
+        for kwargs in (
+            {},
+            {"exclude_seen": False},
+            {"k": 3, "exclude": ["i1", "i2"]},
+            {"k": 5, "include": ids[: len(ids) // 2], "exclude": ids[:3]},
+            {"k": len(ids), "exclude_seen": False, "exclude": ids[-2:]},
+        ):
             batch = rec.recommend_batch(histories, **kwargs)
             single = [rec.recommend(h, **kwargs) for h in histories]
             assert len(batch) == len(histories)
@@ -179,6 +186,20 @@ def test_recommend_batch_equals_single_calls(tiny_bundle: Path, backend: str) ->
                 assert ids_of(b) == ids_of(s)
                 np.testing.assert_allclose([r.score for r in b], [r.score for r in s], atol=1e-6)
         assert rec.recommend_batch([]) == []
+
+
+@slow
+def test_import_does_not_load_sqlite_or_tensorflow() -> None:
+    """The store's sqlite3 is imported when a store is used, not by ``import edgerec.runtime``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edgerec.runtime as r; a = sorted(m for m in ('sqlite3', 'tensorflow') "
+        "if m in sys.modules); r.HistoryStore; print(a, 'sqlite3' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]
 
 
 @slow
