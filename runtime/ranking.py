@@ -14,17 +14,18 @@ Guarantees:
   ranking never guesses an order for NaN or inf.
 * ``k`` larger than the number of eligible candidates returns all of them.
 
-Speed: ``np.argpartition`` instead of a full sort. For catalogs of 1,024 items
-and more, the ``k``-th best score of a strided sample is a lower bound of the
-true ``k``-th best, so only the items at or above it (about ``k * 16``) are
-partitioned — exact, not an approximation. Excluded items are set to ``-inf`` in
-a copy of the scores (never in the caller's array) and cut from the tail of the
-result. Index lists are validated with vectorised range checks; exclusion lists
-are not sorted or de-duplicated (repeats are harmless).
+Speed: no full sort. For catalogs of 1,024 items and more, the ``k``-th best
+score of a strided sample (stride about ``sqrt(n / k)``) is a lower bound of the
+true ``k``-th best, so only the items at or above it are ranked — exact, not an
+approximation; below that, ``np.argpartition``. Excluded items are set to
+``-inf`` in a copy of the scores (never in the caller's array) and cut from the
+tail of the result. Index lists are validated with vectorised range checks;
+exclusion lists are not sorted or de-duplicated (repeats are harmless).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -41,6 +42,8 @@ __all__ = ["Recommendation", "TopK", "TopKResult", "to_recommendations"]
 # Prefilter tuning: only for vectors this long, with a sample of every _STRIDE-th score.
 _PREFILTER_MIN = 1024
 _STRIDE = 16
+# Candidate sets up to this size are sorted outright, larger ones partitioned first.
+_SORT_MAX = 256
 
 IndexArray = np.ndarray | Sequence[int] | Iterable[int]
 
@@ -124,22 +127,25 @@ def _top_exact(v: np.ndarray, k: int) -> np.ndarray:
 def _top(v: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best of ``v`` (no NaN), sorted: score desc, position asc."""
     n = v.shape[0]
+    if k == 0:
+        return np.zeros(0, np.intp)
     if k >= n:
         pos = np.arange(n)
-    elif k == 0:
-        return np.zeros(0, np.intp)
     elif n >= _PREFILTER_MIN and k * _STRIDE * 4 <= n:
         # The k-th best of a strided sample is a lower bound of the k-th best of v
-        # (the sample's k best are in v), so every top-k item is >= it: partition
-        # only those (~k * _STRIDE of them) instead of all n.
-        sample = v[::_STRIDE]
+        # (the sample's k best are in v), so every top-k item is >= it: only those
+        # candidates (about k * stride) are ranked. stride ~ sqrt(n / k) balances
+        # the sample's partition against the candidates' sort.
+        stride = max(_STRIDE, math.isqrt(n // k))
+        sample = v[::stride]
         m = sample.shape[0]
         estimate = np.partition(sample, m - k)[m - k]
-        cand = np.flatnonzero(v >= estimate)  # ascending: keeps the tie order
-        pos = cand if cand.shape[0] == k else cand[_top_exact(v[cand], k)]
+        pos = np.flatnonzero(v >= estimate)  # ascending: keeps the tie order
+        if pos.shape[0] > _SORT_MAX:
+            pos = pos[_top_exact(v[pos], k)]
     else:
         pos = _top_exact(v, k)
-    return pos[np.lexsort((pos, -v[pos]))]
+    return pos[np.lexsort((pos, -v[pos]))[:k]]
 
 
 class TopK:

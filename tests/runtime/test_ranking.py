@@ -34,6 +34,7 @@ def paths(request, monkeypatch):
     if request.param == "small-thresholds":
         monkeypatch.setattr(ranking, "_PREFILTER_MIN", 8)
         monkeypatch.setattr(ranking, "_STRIDE", 2)
+        monkeypatch.setattr(ranking, "_SORT_MAX", 4)
     return request.param
 
 
