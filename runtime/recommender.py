@@ -96,6 +96,14 @@ class Recommender:
     ) -> Recommender:
         """Verify a bundle and load one of its artifacts.
 
+        What is verified, and when: first ``manifest.json`` (known schema
+        version, status ``accepted``), then *every* file the manifest lists —
+        existence, byte size and sha256, the artifacts this call does not load
+        included — and only then is anything read (vocabulary, popularity
+        prior, the chosen artifact). Hashing is a small part of ``open``: about
+        5 ms for the 4.4 MB ML-100K bundle, 0.2 s for a 156 MB bundle of eight
+        100k-item artifacts.
+
         Args:
             bundle_path: directory written by ``edgerec convert``.
             backend: ``"litert"``, ``"onnx"`` or ``"auto"`` (LiteRT when installed).
