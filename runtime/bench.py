@@ -186,7 +186,7 @@ def bench_recommend(
     if breakdown:
         extracted = [rec.features.extract(h) for h in histories]
         scores = [rec.backend.run_row(row) for row, _ in extracted]
-        seen = [s.seen for _, s in extracted]
+        seen = [s.known for _, s in extracted]  # what recommend() excludes
         stages = {
             "features": lambda i: rec.features.extract(histories[i % n]),
             "inference": lambda i: rec.backend.run_row(extracted[i % n][0]),
