@@ -164,21 +164,20 @@ class Recommender:
                 art,
             )
         be, art = loaded
-        owns_store = False
+        opened: HistoryStore | None = None  # a store this call opens from a path
         try:  # a failure below must not leak the loaded backend (no partial state)
             prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
             if isinstance(store, str | Path):
                 from .history import HistoryStore
 
-                store = HistoryStore(store)
-                owns_store = True
+                store = opened = HistoryStore(store)
             rec = cls(manifest, vocab, be, art, prior, dedupe=dedupe, store=store)
         except BaseException:
             be.close()
-            if owns_store and store is not None and not isinstance(store, str | Path):
-                store.close()
+            if opened is not None:
+                opened.close()
             raise
-        rec._owns_store = owns_store
+        rec._owns_store = opened is not None
         log.info("opened %s: %s %s on %s", manifest.root, art.format, art.precision, be.accelerator)
         return rec
 

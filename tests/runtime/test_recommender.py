@@ -731,7 +731,16 @@ def test_failed_open_releases_the_loaded_backend(
         Recommender.open(tiny_bundle, backend=backend, accelerator="cpu", store=not_a_db)
     with pytest.raises(InputError, match="dedupe"):
         Recommender.open(tiny_bundle, backend=backend, accelerator="cpu", dedupe="bogus")
-    assert len(created) == 2
+    # a store that open() itself opened from a path is closed again
+    closed = []
+    real_close = HistoryStore.close
+    monkeypatch.setattr(HistoryStore, "close", lambda self: closed.append(self) or real_close(self))
+    with pytest.raises(InputError, match="dedupe"):
+        Recommender.open(
+            tiny_bundle, backend=backend, accelerator="cpu", dedupe="bogus", store=tmp_path / "h.db"
+        )
+    assert len(closed) == 1 and closed[0].closed
+    assert len(created) == 3
     row = np.load(tiny_bundle / "reference" / "inputs.npy")[0]
     for be in created:
         with pytest.raises(Exception, match="closed"):
