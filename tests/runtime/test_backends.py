@@ -344,6 +344,23 @@ def test_count_macs_matches_the_architecture(tiny_bundle: Path) -> None:
 
 
 @slow
+def test_bench_compare_with_a_git_commit(tiny_bundle: Path) -> None:
+    """`benchmarks/bench_runtime.py --compare-with REF`: the runtime at REF vs the tree."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_runtime.py"), str(tiny_bundle),
+           "--compare-with", "HEAD"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "working tree / HEAD: p50 wall" in proc.stdout
+    assert "HEAD: wall p50" in proc.stdout
+
+
+@slow
 def test_bench_cli_on_a_real_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
     """`edgerec bench` end to end in a fresh process: the report and its TF-freedom."""
     import subprocess
