@@ -340,6 +340,7 @@ class SyncClient:
         if self.global_bias is not None:
             self._apply_bias()
         self._report: SyncReport | None = None
+        self._trainer: tuple[str, LocalTrainer] | None = None
 
     # ------------------------------------------------------------------ public
     def enroll(self) -> str:
@@ -542,8 +543,15 @@ class SyncClient:
         """Train on the local history, then clip, noise and encode (uint32)."""
         opts = {**self.trainer_options}
         opts.update({k: training[k] for k in TRAINER_OPTIONS if k in training})
-        trainer = LocalTrainer(self.model.spec, self.model.score_fn, **opts)
-        history = self._history(trainer.max_examples + 1)
+        key = json.dumps(opts, sort_keys=True, default=str)
+        if self._trainer is None or self._trainer[0] != key:
+            # kept across rounds: it caches the model's scores of this device's examples
+            # (the model does not change between rounds, only the additive head)
+            self._trainer = (key, LocalTrainer(self.model.spec, self.model.score_fn, **opts))
+        trainer = self._trainer[1]
+        # the last max_examples positions are the examples; the history_len events
+        # before them are the first example's full input window
+        history = self._history(trainer.max_examples + self.model.spec.history_len)
         bias = (
             self.global_bias
             if self.global_bias is not None

@@ -1,0 +1,173 @@
+"""``edgerec simulate-federated``: time split and evaluation bookkeeping (fast), and the
+real command end to end on a tiny synthetic log whose popularity shifts after the
+cut-off (slow: trains a tiny teacher, converts it, runs the coordinator over HTTP)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgerec.data.dataset import Interactions
+from edgerec.features import FeatureSpec
+from edgerec.federated.simeval import Evaluator, central_finetune, device_examples
+from edgerec.federated.timesplit import encode_devices, time_split
+from edgerec.vocab import Vocab
+
+
+def _log() -> Interactions:
+    """Three users; times chosen so the cut-off at t=10 splits them differently."""
+    rows = [  # user, item, time (file order scrambled on purpose)
+        ("a", "i1", 1), ("a", "i2", 2), ("a", "i3", 11), ("a", "i4", 12), ("a", "i5", 13),
+        ("b", "i1", 3), ("b", "i2", 4), ("b", "i3", 5), ("b", "i4", 12),  # 1 post event
+        ("c", "i9", 10), ("c", "i2", 14), ("c", "i1", 10),  # new user, tie at t=10
+    ]  # fmt: skip
+    users = sorted({r[0] for r in rows})
+    items = sorted({r[1] for r in rows})
+    return Interactions(
+        users=np.array([users.index(r[0]) for r in rows], np.int32),
+        items=np.array([items.index(r[1]) for r in rows], np.int32),
+        timestamps=np.array([r[2] for r in rows], np.int64),
+        user_ids=users,
+        item_ids=items,
+    )
+
+
+def test_time_split_devices_and_pre_log() -> None:
+    split = time_split(_log(), cutoff=10, min_post=2)
+    assert split.cutoff == 10
+    # everything before t=10 goes to the cloud, nothing after
+    assert sorted(split.pre.timestamps.tolist()) == [1, 2, 3, 4, 5]
+    by_user = {d.user_id: d for d in split.devices}
+    assert set(by_user) == {"a", "c"}  # b has only one post-cut-off event
+    a, c = by_user["a"], by_user["c"]
+    assert a.items == ("i1", "i2", "i3", "i4", "i5") and a.n_pre == 2
+    assert a.history == ("i1", "i2", "i3", "i4") and a.test_item == "i5"
+    assert a.n_post_train == 2  # i3, i4 (i5 is the held-out test)
+    assert c.items == ("i9", "i1", "i2")  # the t=10 tie keeps file order
+    assert c.n_pre == 0 and c.n_post_train == 2
+    assert split.stats["devices"] == 2 and split.stats["devices_new_users"] == 1
+
+
+def test_encode_devices_skips_unknown_items_and_targets() -> None:
+    split = time_split(_log(), cutoff=10, min_post=2)
+    vocab = Vocab(["i1", "i2", "i3", "i4"])  # the shipped model never saw i5 or i9
+    a, c = encode_devices(split.devices, vocab)
+    assert a.history.tolist() == [1, 2, 3, 4] and a.n_train == 2
+    assert a.target == 0 and not a.evaluable  # i5 is unknown: not ranked by any row
+    assert c.history.tolist() == [1] and c.n_train == 0  # i9 skipped: i1 has no prefix
+    assert c.target == 2 and c.evaluable and not c.trainable
+
+
+def test_evaluator_and_central_finetune_bookkeeping() -> None:
+    """Full-ranking metrics of the test targets; examples are the post-cut-off positions;
+    a head that boosts the test item moves it to rank 0."""
+    spec = FeatureSpec(max_len=4, num_items=20)
+    calls: list[int] = []
+
+    def score(rows: np.ndarray) -> np.ndarray:  # constant model: every item ties
+        calls.append(len(rows))
+        return np.zeros((len(rows), spec.num_items), np.float32)
+
+    from edgerec.federated.timesplit import DeviceArrays
+
+    devs = [DeviceArrays(np.array([1, 2, 3, 4]), 2, 5), DeviceArrays(np.array([2, 3]), 1, 6)]
+    ev = Evaluator(spec, score, devs)
+    assert len(ev) == 2 and calls == [2]  # scored once
+    shipped = ev.evaluate("shipped")
+    assert shipped.ndcg.tolist() == [0.0, 0.0]  # ties are broken against the target
+    bias = np.zeros(20, np.float32)
+    bias[4] = 1.0  # item 5
+    row = ev.evaluate("boost", bias)
+    assert row.ndcg.tolist() == [1.0, 0.0] and row.hr.tolist() == [1.0, 0.0]
+    ex = device_examples(spec, score, devs[0], max_examples=10)
+    assert (ex.targets + 1).tolist() == [3, 4]  # the last n_train positions only
+    w, info = central_finetune(spec, {0: ex}, lr=0.5, batch_size=8, max_epochs=3)
+    assert w.shape == (20,) and w[2] > 0 and w[3] > 0 and info["epochs"] >= 1
+    summary = row.summary(shipped, row, resamples=50)
+    assert summary["recovery"] == pytest.approx(1.0)
+
+
+def write_shift_log(path: Path, users: int = 160, items: int = 40, seed: int = 0) -> int:
+    """Catalog walks (mostly +1 steps); from ``shift`` on, 60% of events are one of
+    five trending items. Returns the shift time (use it as the cut-off)."""
+    rng = np.random.default_rng(seed)
+    trending = [3, 11, 19, 27, 35]
+    shift = 1_000_100
+    lines = ["user,item,timestamp"]
+    for u in range(users):
+        start = 1_000_000 + int(rng.integers(0, 140))
+        pos = int(rng.integers(items))
+        for k in range(16):
+            t = start + k
+            if t >= shift and rng.random() < 0.6:
+                item = trending[int(rng.integers(len(trending)))]
+            else:
+                pos = (pos + 1) % items if rng.random() < 0.9 else int(rng.integers(items))
+                item = pos
+            lines.append(f"u{u},i{item},{t}")
+    path.write_text("\n".join(lines) + "\n")
+    return shift
+
+
+@pytest.mark.slow
+def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
+    from edgerec.cli import main
+    from tests.converters.tiny import TEACHER_CONFIG, TINY_CONVERT, toml_text
+
+    data = tmp_path / "shift.csv"
+    shift = write_shift_log(data)
+    teacher = {"model": TEACHER_CONFIG["model"], "train": {**TEACHER_CONFIG["train"], "epochs": 8}}
+    convert = {
+        **TINY_CONVERT,
+        "distil": {**TINY_CONVERT["distil"], "epochs": 6},
+        "export": {
+            "targets": ["tflite"],
+            "precisions": ["fp32", "int8-dynamic"],
+            "gpu": False,
+            "calibration_samples": 50,
+        },
+        "validate": {**TINY_CONVERT["validate"], "num_sequences": 40},
+        "gates": {"quality_min_ratio": 0.5},
+    }
+    (tmp_path / "teacher.toml").write_text(toml_text(teacher))
+    (tmp_path / "convert.toml").write_text(toml_text(convert))
+    out = tmp_path / "sim"
+    code = main(
+        [
+            "-q",
+            "simulate-federated",
+            "--data", str(data),
+            "--out", str(out),
+            "--cutoff", str(shift),
+            "--teacher-config", str(tmp_path / "teacher.toml"),
+            "--convert-config", str(tmp_path / "convert.toml"),
+            "--rounds", "3",
+            "--epsilons", "8",
+            "--bootstrap", "200",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    table = capsys.readouterr().out
+    for label in (
+        "shipped student",
+        "local-only personalization",
+        "federated, no DP",
+        "federated, DP eps=8",
+        "centralized fine-tune",
+        "bytes up/dev/round",
+    ):
+        assert label in table
+    result = json.loads((out / "result.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    shipped = rows["shipped student"]
+    fed = rows["federated, no DP"]
+    assert fed["rounds"] == 3 and fed["bytes_up"] > 0 and fed["transport"].startswith("HTTP")
+    assert fed["NDCG@10"] > shipped["NDCG@10"] + 0.02
+    assert fed["vs_shipped"]["low"] > 0  # significant on this shift
+    dp = rows["federated, DP eps=8"]
+    assert dp["epsilon"] is not None and dp["epsilon"] <= 8.0
+    assert result["runtime"]["top10_agreement_with_recommend"] >= 0.9
