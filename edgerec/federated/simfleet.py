@@ -11,6 +11,9 @@
   goes over HTTP.
 * :func:`run_rounds` plays the operator (opens rounds like ``edgerec coordinator
   open-round --db``) and the devices' schedulers (calls ``sync()``), round after round.
+  To save time it wakes only the devices the round samples (it asks the coordinator's
+  ``is_selected``, the same HMAC draw the device would learn from ``GET
+  /v1/rounds/current``); the others fetch the newest head on their next sync.
 
 **Simulated time.** The coordinator's clock is :class:`SimClock`, the wall clock plus an
 offset. When every selected device has done what it can in a phase and the phase is
@@ -265,7 +268,11 @@ def run_rounds(
         sent_up: dict[int, int] = {}
         sent_down: dict[int, int] = {}
         active: list[int] = []
-        for i, client in enumerate(fleet.clients):  # every device checks in once
+        # wake the devices the coordinator's sampling selected (a device that is not
+        # selected would only learn that from its sync() and fetch the head)
+        selected = _selected(coord, rnd, fleet)
+        for i in selected:
+            client = fleet.clients[i]
             rep = client.sync()
             _raise_on_error(rep)
             if rep.selected and not rep.finished:
@@ -311,6 +318,7 @@ def run_rounds(
         entry = {
             "round": rnd.round_id,
             "state": final["state"],
+            "selected": len(selected),  # > cohort_target: the admission cap truncated it
             "participants": len(uploaded),
             "seconds": round(time.perf_counter() - t0, 2),
             "epsilon": status["privacy"]["epsilon"],
@@ -343,6 +351,18 @@ def run_rounds(
         head_version=int(status["head_version"] or 0),
         history=history,
     )
+
+
+def _selected(coord: CoordinatorThread, rnd: Any, fleet: Fleet) -> list[int]:
+    """Indices of the fleet's devices that ``rnd`` samples (the coordinator's HMAC draw)."""
+    engine = coord.coordinator.rounds
+    out = []
+    with coord.coordinator.storage.read() as tx:
+        for i, client in enumerate(fleet.clients):
+            device = tx.get_device(client.device_id)
+            if device is not None and engine.is_selected(rnd, device):
+                out.append(i)
+    return out
 
 
 def _raise_on_error(rep: Any) -> None:

@@ -476,6 +476,7 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         "bytes_down": run.bytes_down,
         "seconds": run.seconds,
         "participants": run.participants,
+        "rounds_cap_bound": sum(h["selected"] > cohort for h in run.history),
         "cohort_target": cohort,
         "min_cohort": min_cohort,
         "head_version": run.head_version,

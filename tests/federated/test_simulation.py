@@ -84,8 +84,17 @@ def test_evaluator_and_central_finetune_bookkeeping() -> None:
     assert row.ndcg.tolist() == [1.0, 0.0] and row.hr.tolist() == [1.0, 0.0]
     ex = device_examples(spec, score, devs[0], max_examples=10)
     assert (ex.targets + 1).tolist() == [3, 4]  # the last n_train positions only
-    w, info = central_finetune(spec, {0: ex}, lr=0.5, batch_size=8, max_epochs=3)
-    assert w.shape == (20,) and w[2] > 0 and w[3] > 0 and info["epochs"] >= 1
+    # central: device 0 holds out target 4 and trains on 3, device 1 the reverse, so
+    # training on the rest helps validation and the epoch count is >= 1
+    from edgerec.federated.local import Examples
+
+    other = Examples(ex.scores.copy(), ex.targets[::-1].copy())
+    w, info = central_finetune(spec, {0: ex, 1: other}, lr=0.5, batch_size=8, max_epochs=3)
+    assert info["epochs"] >= 1 and info["validation_ndcg_by_epoch"][0] == 0.0
+    assert w.shape == (20,) and w[2] > 0 and w[3] > 0 and w[0] < 0
+    # with nothing to gain on validation the shipped head (0 epochs) is kept
+    w0, info0 = central_finetune(spec, {0: ex}, lr=0.5, batch_size=8, max_epochs=3)
+    assert info0["epochs"] == 0 and not w0.any()
     summary = row.summary(shipped, row, resamples=50)
     assert summary["recovery"] == pytest.approx(1.0)
 
@@ -171,3 +180,31 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
     dp = rows["federated, DP eps=8"]
     assert dp["epsilon"] is not None and dp["epsilon"] <= 8.0
     assert result["runtime"]["top10_agreement_with_recommend"] >= 0.9
+
+
+def test_inprocess_round_is_the_mean_of_the_device_updates() -> None:
+    """One round, every device, no noise: the fixed-point sum decodes to the plain mean
+    of the devices' clipped LocalTrainer updates (up to the 2^-f grid)."""
+    from edgerec.federated.clipping import clip_l2
+    from edgerec.federated.local import Examples, LocalTrainer
+    from edgerec.federated.simulation import run_inprocess_rounds
+
+    spec = FeatureSpec(max_len=4, num_items=30)
+    rng = np.random.default_rng(0)
+    examples = {
+        d: Examples(rng.normal(size=(5, 30)).astype(np.float32), rng.integers(0, 30, 5))
+        for d in range(6)
+    }
+    trainer = {"lr": 0.5, "epochs": 2, "batch_size": 4}
+    w, info = run_inprocess_rounds(
+        spec, examples, rounds=1, clip=0.3, noise_multiplier=0.0, sampling_rate=1.0,
+        min_cohort_fraction=1.0, delta=1e-5, server_lr=1.0, trainer=trainer, seed=5,
+    )  # fmt: skip
+    want = np.zeros(30)
+    for d, ex in examples.items():
+        tr = LocalTrainer(spec, None, seed=5 + 1000 + d, cache_size=0, **trainer)
+        want += clip_l2(tr.train_global(ex, np.zeros(30, np.float32)), 0.3)[0]
+    want /= len(examples)
+    assert info["rounds"] == 1 and info["participants"] == 6 and info["epsilon"] is None
+    np.testing.assert_allclose(w, want, atol=len(examples) * 2.0 ** -info["frac_bits"])
+    assert np.abs(w).max() > 1e-3
