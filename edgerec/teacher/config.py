@@ -63,6 +63,7 @@ class TrainConfig:
     lr_decay_patience: int = 4
     lr_decay_factor: float = 1.0
     min_learning_rate: float = 1e-5
+    ema_momentum: float = 0.0
     eval_batch_size: int = 256
     seed: int = 42
     precision: str = "float32"
@@ -87,6 +88,8 @@ class TrainConfig:
             raise InputError("train.lr_decay_patience must be >= 1, lr_decay_factor in (0, 1]")
         if not 0.0 < self.min_learning_rate <= self.learning_rate:
             raise InputError("train.min_learning_rate must be in (0, learning_rate]")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise InputError(f"train.ema_momentum must be in [0, 1) (got {self.ema_momentum})")
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,13 @@ def train_teacher(
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     with strat.scope():
+        ema = {"use_ema": tc.ema_momentum > 0, "ema_momentum": tc.ema_momentum or 0.99}
         if tc.weight_decay > 0:
-            optimizer = keras.optimizers.AdamW(tc.learning_rate, weight_decay=tc.weight_decay)
+            optimizer = keras.optimizers.AdamW(
+                tc.learning_rate, weight_decay=tc.weight_decay, **ema
+            )
         else:
-            optimizer = keras.optimizers.Adam(tc.learning_rate)
+            optimizer = keras.optimizers.Adam(tc.learning_rate, **ema)
         optimizer.build(model.trainable_variables)
     scorer = KerasScorer(model, spec, tc.eval_batch_size)
 
@@ -164,6 +167,12 @@ def train_teacher(
         loss = total / max(steps, 1)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
+        # With weight averaging, validate (and keep) the averaged weights, then put the
+        # raw training weights back so the optimiser continues from them.
+        raw_weights = None
+        if optimizer.use_ema:
+            raw_weights = [v.numpy() for v in model.trainable_variables]
+            optimizer.finalize_variable_values(model.trainable_variables)
         valid = validation_metrics(scorer, split)
         entry = EpochLog(epoch, loss, valid, time.perf_counter() - t0, learning_rate)
         history.append(entry)
@@ -175,6 +184,9 @@ def train_teacher(
             if checkpoint_dir is not None:
                 Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
                 model.save_weights(Path(checkpoint_dir) / "best.weights.h5")
+        if raw_weights is not None:
+            for var, value in zip(model.trainable_variables, raw_weights, strict=True):
+                var.assign(value)
         bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
         log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
         stale = epoch - best_epoch

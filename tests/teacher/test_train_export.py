@@ -139,3 +139,26 @@ def test_learning_rate_decays_on_plateau(walk_split) -> None:
     rates = [h.learning_rate for h in result.history]
     assert rates[0] == pytest.approx(1e-12)
     assert rates[-1] < rates[0]
+
+
+def test_weight_averaging_validates_average_and_trains_raw(walk_split) -> None:
+    from edgerec.teacher.train import train_teacher
+
+    # an average that barely moves from the first step's weights: validation sees an
+    # almost untrained model while the raw weights (restored after each validation) learn
+    frozen = TINY.with_overrides(epochs=4, ema_momentum=0.999999, learning_rate=3e-3)
+    result = train_teacher(walk_split, frozen, strategy="mirrored", progress=False)
+    plain = train_teacher(
+        walk_split, frozen.with_overrides(ema_momentum=0.0), strategy="mirrored", progress=False
+    )
+    losses = [h.loss for h in result.history]
+    assert losses[-1] < losses[0] - 0.1
+    assert losses == pytest.approx([h.loss for h in plain.history], rel=1e-4)
+    averaged = [h.valid["NDCG@10"] for h in result.history]
+    trained = [h.valid["NDCG@10"] for h in plain.history]
+    assert max(averaged) < trained[-1] - 0.1
+
+
+def test_ema_momentum_must_be_below_one() -> None:
+    with pytest.raises(InputError, match="ema_momentum"):
+        TINY.with_overrides(ema_momentum=1.0).validate()
