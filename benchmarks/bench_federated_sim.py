@@ -60,6 +60,9 @@ calibration_samples = 100
 
 [validate]
 max_eval_users = 2000
+
+[gates]
+quality_min_ratio = 0.8  # at 0.9 this student (d=32) was rejected: 89.0% of the teacher
 """
 
 

@@ -328,6 +328,8 @@ def run_simulation(
     )
 
     q = cfg.cohort_fraction
+    if cfg.transport == "http":  # the coordinator accounts q = cohort_target / population
+        q = min(1.0, max(2, round(q * n_dev)) / n_dev)
     fed_settings: list[tuple[str, float | None]] = [("federated, no DP", None)]
     fed_settings += [(f"federated, DP eps={e:g}", e) for e in cfg.epsilons]
     fed_rows = []
