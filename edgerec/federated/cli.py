@@ -76,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.1, help="dropout SecAgg+ is sized for")
     p.add_argument("--central-epochs", type=int, default=20)
     p.add_argument("--central-lr", type=float, default=0.5)
+    p.add_argument("--central-batch-size", type=int, default=1024)
     p.add_argument("--bootstrap", type=int, default=1000, help="paired-bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--transport", choices=("http", "inprocess"), default="http")
@@ -133,6 +134,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         central_epochs=args.central_epochs,
         central_lr=args.central_lr,
+        central_batch_size=args.central_batch_size,
         bootstrap=args.bootstrap,
         seed=args.seed,
         transport=args.transport,

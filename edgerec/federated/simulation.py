@@ -69,6 +69,8 @@ class SimConfig:
         dropout: expected dropout the SecAgg+ graph is sized for.
         central_epochs: most epochs of the centralized fine-tune (picked on validation).
         central_lr: its learning rate.
+        central_batch_size: its mini-batch (large: a small batch leaves a noisy SGD
+            iterate that averaging over a federated cohort beats).
         bootstrap: paired-bootstrap resamples.
         seed: seeds everything.
         transport: ``"http"`` (real coordinator) or ``"inprocess"``.
@@ -95,6 +97,7 @@ class SimConfig:
     dropout: float = 0.1
     central_epochs: int = 20
     central_lr: float = 0.5
+    central_batch_size: int = 1024
     bootstrap: int = 1000
     seed: int = 0
     transport: str = "http"
@@ -318,7 +321,7 @@ def run_simulation(
     )
     t0 = time.perf_counter()
     central_w, central_info = central_finetune(
-        spec, examples, lr=cfg.central_lr, batch_size=cfg.batch_size,
+        spec, examples, lr=cfg.central_lr, batch_size=cfg.central_batch_size,
         max_epochs=cfg.central_epochs, seed=cfg.seed,
     )  # fmt: skip
     central = evaluator.evaluate(

@@ -128,10 +128,10 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
 
     data = tmp_path / "shift.csv"
     shift = write_shift_log(data)
-    teacher = {"model": TEACHER_CONFIG["model"], "train": {**TEACHER_CONFIG["train"], "epochs": 8}}
+    teacher = {"model": TEACHER_CONFIG["model"], "train": {**TEACHER_CONFIG["train"], "epochs": 6}}
     convert = {
         **TINY_CONVERT,
-        "distil": {**TINY_CONVERT["distil"], "epochs": 6},
+        "distil": {**TINY_CONVERT["distil"], "epochs": 4},
         "export": {
             "targets": ["tflite"],
             "precisions": ["fp32", "int8-dynamic"],
