@@ -22,8 +22,9 @@ examples:
       --bundle runs/fedsim/model/bundle --epsilons 1 4 8 --rounds 10
   # a large synthetic population (edgerec data synth's generator + a post-cut-off
   # trend shift), federated rows aggregated in-process (no HTTP)
-  edgerec simulate-federated --synth-users 80000 --out runs/fedsim-synth \\
-      --transport inprocess --cohort-fraction 0.02 --rounds 100
+  edgerec simulate-federated --synth-users 100000 --synth-items 500 \\
+      --cutoff-quantile 0.5 --out runs/fedsim-synth --transport inprocess \\
+      --cohort-fraction 0.02 --rounds 100 --max-examples 8 --max-eval 10000
 
 Time split: events before the cut-off train the shipped model; later events live only
 on the devices; each device's last interaction is its test target (full ranking).
