@@ -250,7 +250,14 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(
             f"teacher via TensorFlow ({t['num_params']:,} params; import {t['import_s']:.2f} s, "
             f"RSS {t['rss_mb']:.0f} MB): {paths} -> edgerec is {t['speedup_p50']:.1f}x faster"
+            f" than the fastest TF path, {t['speedup_vs_keras_p50']:.1f}x than the Keras call"
         )
+        if roof:
+            out.append(
+                f"  bound: fastest TF path / the student's roofline = "
+                f"{t['p50_ms'] / roof['roofline_ms']:.1f}x (no implementation of this student "
+                "can beat the compiled TF teacher by more on this host)"
+            )
     elif t:
         out.append(f"teacher comparison skipped: {t.get('skipped')}")
     cat = report.get("catalog_scaling")
