@@ -63,6 +63,8 @@ class TrainConfig:
     lr_decay_patience: int = 4
     lr_decay_factor: float = 1.0
     min_learning_rate: float = 1e-5
+    # 0.0 here (default.toml turns it on): a recorded teacher.json from before weight
+    # averaging existed then still reads back as what it was trained with.
     ema_momentum: float = 0.0
     eval_batch_size: int = 256
     seed: int = 42

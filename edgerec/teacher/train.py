@@ -113,7 +113,7 @@ def train_teacher(
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     with strat.scope():
-        ema = {"use_ema": tc.ema_momentum > 0, "ema_momentum": tc.ema_momentum or 0.99}
+        ema = {"use_ema": True, "ema_momentum": tc.ema_momentum} if tc.ema_momentum else {}
         if tc.weight_decay > 0:
             optimizer = keras.optimizers.AdamW(
                 tc.learning_rate, weight_decay=tc.weight_decay, **ema
