@@ -273,6 +273,7 @@ def _teacher_config(args: argparse.Namespace, prefix: str) -> Any:
                 "batch_size": 256,
                 "learning_rate": getattr(args, f"{prefix}_teacher_lr"),
                 "eval_batch_size": 256,
+                "sampled_negatives": getattr(args, f"{prefix}_teacher_negatives"),
             },
         }
     )
@@ -567,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-teacher-epochs", type=int, default=3)
     p.add_argument("--scale-teacher-patience", type=int, default=3)
     p.add_argument("--scale-teacher-lr", type=float, default=2e-3)
+    p.add_argument(
+        "--scale-teacher-negatives",
+        type=int,
+        default=2048,
+        help="sampled-softmax negatives per teacher step (0: full 100k-way softmax)",
+    )
     p.add_argument("--scale-valid-users", type=int, default=2000)
     p.add_argument("--scale-epochs", type=int, default=3)
     p.add_argument("--scale-patience", type=int, default=3)
@@ -584,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth-teacher-epochs", type=int, default=10)
     p.add_argument("--synth-teacher-patience", type=int, default=3)
     p.add_argument("--synth-teacher-lr", type=float, default=2e-3)
+    p.add_argument("--synth-teacher-negatives", type=int, default=0, help="0: full softmax")
     p.add_argument("--synth-valid-users", type=int, default=0)
     p.add_argument("--synth-epochs", type=int, default=10)
     p.add_argument("--synth-patience", type=int, default=3)

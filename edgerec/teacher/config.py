@@ -66,6 +66,10 @@ class TrainConfig:
     # 0.0 here (default.toml turns it on): a recorded teacher.json from before weight
     # averaging existed then still reads back as what it was trained with.
     ema_momentum: float = 0.0
+    # 0: full softmax over the catalog. K > 0: sampled softmax with K shared negatives
+    # per step, drawn from the training item counts ** negative_distortion, log-Q corrected.
+    sampled_negatives: int = 0
+    negative_distortion: float = 0.75
     eval_batch_size: int = 256
     seed: int = 42
     precision: str = "float32"
@@ -92,6 +96,12 @@ class TrainConfig:
             raise InputError("train.min_learning_rate must be in (0, learning_rate]")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise InputError(f"train.ema_momentum must be in [0, 1) (got {self.ema_momentum})")
+        if self.sampled_negatives < 0:
+            raise InputError(f"train.sampled_negatives must be >= 0 (got {self.sampled_negatives})")
+        if not 0.0 <= self.negative_distortion <= 1.0:
+            raise InputError(
+                f"train.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
+            )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
 from edgerec.metrics import metrics_from_ranks, target_ranks
 from edgerec.teacher.cloze import cloze_epoch
-from edgerec.teacher.config import TeacherConfig
+from edgerec.teacher.config import TeacherConfig, TrainConfig
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
 
@@ -84,6 +84,62 @@ def validation_metrics(scorer: KerasScorer, split: LeaveOneOutSplit) -> dict[str
     return metrics_from_ranks(target_ranks(scores, split.valid_target), ks=(10,))
 
 
+def _loss_fn(
+    model: BERT4Rec, split: LeaveOneOutSplit, tc: TrainConfig
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Per-position cross-entropy of masked hidden states ``[M, d]`` vs item ids ``[M]``.
+
+    Full softmax over the catalog by default. With ``tc.sampled_negatives = K`` it is a
+    sampled softmax: K distinct negatives per step, shared by the batch, drawn from the
+    training counts raised to ``tc.negative_distortion``; ``tf.nn.sampled_softmax_loss``
+    subtracts log Q and removes accidental hits, so the full-catalog scores it trains
+    are the ones evaluated and exported.
+    """
+    if not tc.sampled_negatives:
+
+        def full(hidden: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+            logits = tf.cast(model.score_hidden(hidden), tf.float32)
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(items - 1, logits)
+
+        return full
+    n = model.num_items
+    if tc.sampled_negatives >= n:
+        raise InputError(
+            f"train.sampled_negatives ({tc.sampled_negatives}) must be smaller than the "
+            f"catalog ({n} items); use 0 for the full softmax"
+        )
+    counts = np.zeros(n + 2, np.float64)
+    for seq in split.train:
+        np.add.at(counts, np.asarray(seq, np.int64), 1.0)
+    # rows 0 (pad) and n + 1 (mask) are never drawn; unseen items keep a small chance
+    unigrams = [0.0] + list(np.maximum(counts[1 : n + 1], 0.5)) + [0.0]
+
+    def sampled(hidden: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        true = tf.cast(items[:, None], tf.int64)
+        candidates = tf.random.fixed_unigram_candidate_sampler(
+            true,
+            num_true=1,
+            num_sampled=tc.sampled_negatives,
+            unique=True,
+            range_max=n + 2,
+            distortion=tc.negative_distortion,
+            unigrams=unigrams,
+        )
+        h = tf.cast(model.head_norm(model.head_dense(hidden)), tf.float32)
+        return tf.nn.sampled_softmax_loss(
+            weights=tf.cast(model.item_embedding.embeddings, tf.float32),
+            biases=tf.cast(model.output_bias, tf.float32),
+            labels=true,
+            inputs=h,
+            num_sampled=tc.sampled_negatives,
+            num_classes=n + 2,
+            sampled_values=candidates,
+            remove_accidental_hits=True,
+        )
+
+    return sampled
+
+
 def train_teacher(
     split: LeaveOneOutSplit,
     config: TeacherConfig,
@@ -123,13 +179,13 @@ def train_teacher(
         optimizer.build(model.trainable_variables)
     scorer = KerasScorer(model, spec, tc.eval_batch_size)
 
+    masked_loss = _loss_fn(model, split, tc)
+
     def step_fn(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             hidden = model.encode(inputs, training=True)
             selected = labels > 0
-            logits = tf.cast(model.score_hidden(tf.boolean_mask(hidden, selected)), tf.float32)
-            targets = tf.boolean_mask(labels, selected) - 1
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            ce = masked_loss(tf.boolean_mask(hidden, selected), tf.boolean_mask(labels, selected))
             count = tf.maximum(tf.cast(tf.size(ce), tf.float32), 1.0)
             loss = tf.reduce_sum(ce) / count / replicas
         grads = tape.gradient(loss, model.trainable_variables)
