@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from edgerec.errors import InputError
+from edgerec.federated.sampling import DEFAULT_CAP_TAIL
 
 #: request-body limit when the vector is small: covers an EncryptedShares message for
 #: MAX_DEGREE neighbours (about 260 bytes of JSON each)
@@ -20,8 +21,13 @@ class RoundConfig:
     """What an operator chooses when opening a round (``open-round`` / admin API).
 
     Attributes:
-        cohort_target: most devices admitted; devices are sampled with probability
-            ``q = cohort_target / population`` (Poisson sampling, used by the accountant).
+        cohort_target: expected cohort: devices are sampled with probability
+            ``q = cohort_target / population`` (Poisson sampling, as the accountant
+            assumes) and the update is divided by it (fixed denominator).
+        cohort_tail: the round's cohort bound (secure-aggregation and fixed-point
+            sizing) is the smallest ``m`` that a Poisson sample exceeds with
+            probability at most this; a round sampled over it fails and releases
+            nothing, and the probability is added to δ (``delta_sampling_cap``).
         min_cohort: fewest devices that may be aggregated (also ``m_min`` of the
             distributed noise); fewer by a deadline ends the round ``failed``.
         deadline_s: seconds from opening until uploads must be in.
@@ -53,6 +59,7 @@ class RoundConfig:
     dropout: float = 0.3
     server_lr: float = 1.0
     training: dict[str, Any] = field(default_factory=dict)
+    cohort_tail: float = DEFAULT_CAP_TAIL
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -100,6 +107,10 @@ class RoundConfig:
         need(_finite(self.dropout) and 0 <= self.dropout < 1, "dropout must be in [0, 1)")
         need(_pos(self.server_lr), "server_lr must be > 0")
         need(isinstance(self.training, dict), "training must be an object")
+        need(
+            _finite(self.cohort_tail) and 0 < self.cohort_tail < 0.5,
+            "cohort_tail must be in (0, 0.5)",
+        )
 
     @property
     def phase_timeout(self) -> float:

@@ -53,6 +53,7 @@ from edgerec.federated.protocol import (
     RoundParams,
     UnmaskResponse,
 )
+from edgerec.federated.sampling import cap_delta, max_cohort, min_cohort_for, round_tail
 from edgerec.federated.secagg import SecAggServer, suggest_graph
 
 from . import errors, wire
@@ -176,16 +177,31 @@ class RoundEngine:
                     epsilon_after=_finite_or_none(eps_after),
                     target_epsilon=target,
                 )
+            # Poisson sampling is never truncated: a sample outside [min_cohort, bound]
+            # fails the round; its probability is added to delta (federated.sampling)
+            bound = min(max_cohort(population, q, cfg.cohort_tail), population)
+            bound = max(cfg.cohort_target, bound)
+            tail = round_tail(population, q, cfg.min_cohort, bound)
+            cost = cap_delta([tail], target if target is not None else 0.0)
+            if cfg.noise_multiplier > 0 and cost > delta / 100:
+                raise errors.invalid(
+                    f"min_cohort {cfg.min_cohort} is too close to the expected cohort "
+                    f"{cfg.cohort_target}: a Poisson sample falls outside [{cfg.min_cohort}, "
+                    f"{bound}] with probability {tail:.2g}, which would add {cost:.2g} to "
+                    f"delta={delta:g} per round; use min_cohort <= "
+                    f"{min_cohort_for(population, q, cfg.cohort_tail)}",
+                    field="min_cohort",
+                )
             noise_std = device_noise_std(cfg.clip, cfg.noise_multiplier, cfg.min_cohort)
             frac_bits = cfg.frac_bits
             if frac_bits is None:
-                frac_bits = min(24, max_frac_bits(cfg.cohort_target, cfg.clip, noise_std))
+                frac_bits = min(24, max_frac_bits(bound, cfg.clip, noise_std))
                 if frac_bits < 0:
                     raise errors.invalid(
                         "no fixed-point precision fits this cohort, clip and noise: lower "
                         "the clip, the noise multiplier or the cohort target"
                     )
-            k, t = _graph(cfg)
+            k, t = _graph(cfg, bound)
             latest = tx.latest_round()
             number = (latest.round_id + 1) if latest else 1
             instance = tx.get_meta("instance") or "edgerec"
@@ -194,7 +210,7 @@ class RoundEngine:
                 params = RoundParams.new(
                     f"{instance}-{number}",
                     head_version=head.version,
-                    cohort_target=cfg.cohort_target,
+                    cohort_target=bound,
                     min_cohort=cfg.min_cohort,
                     deadline=deadline,
                     clip=float(cfg.clip),
@@ -206,11 +222,19 @@ class RoundEngine:
                 )
             except ProtocolError as exc:
                 raise errors.invalid(f"round parameters: {exc}", field=exc.field) from None
+            seed = os.urandom(32)
+            selected = sum(
+                _selected(seed, device_id, q) for device_id in tx.device_ids_enrolled_by(now)
+            )
             stored = {
                 "secagg": params.to_wire(),
                 "config": cfg.to_json(),
                 "population": population,
                 "sampling_rate": q,
+                "expected_cohort": cfg.cohort_target,
+                "max_cohort": bound,
+                "cap_tail": tail,
+                "selected": selected,
                 "delta": delta,
                 "target_epsilon": target,
                 "epsilon_after": _finite_or_none(eps_after),
@@ -223,7 +247,7 @@ class RoundEngine:
                 base_version=head.version,
                 state=PHASES[0],
                 params=stored,
-                seed=os.urandom(32),
+                seed=seed,
                 opened_at=now,
                 deadline=deadline,
                 phase_deadline=min(now + cfg.phase_timeout, deadline),
@@ -233,13 +257,27 @@ class RoundEngine:
                 raise RuntimeError(f"round id {round_id} != expected {number}")
             created = tx.get_round(round_id)
         assert created is not None
+        if selected > bound or selected < cfg.min_cohort:
+            # decided before any device is told it was selected; nothing is released
+            why = "more" if selected > bound else "fewer"
+            limit = bound if selected > bound else cfg.min_cohort
+            self._fail(
+                created,
+                f"{selected} devices were sampled, {why} than "
+                f"{'the cohort bound' if selected > bound else 'min_cohort'} {limit}",
+            )
+            with self.storage.read() as tx:
+                return self._get(tx, round_id)
         log.info(
-            "opened round %d (%s) on head v%d: cohort %d..%d, k=%d t=%d f=%d, z=%g C=%g, q=%.4g",
+            "opened round %d (%s) on head v%d: %d sampled (expected %d, min %d, bound %d), "
+            "k=%d t=%d f=%d, z=%g C=%g, q=%.4g",
             round_id,
             params.round_id,
             head.version,
-            cfg.min_cohort,
+            selected,
             cfg.cohort_target,
+            cfg.min_cohort,
+            bound,
             k,
             t,
             frac_bits,
@@ -297,11 +335,7 @@ class RoundEngine:
         with probability ``q``, decided by an HMAC of its id under the round's secret."""
         if device.enrolled_at > rnd.opened_at:
             return False
-        q = float(rnd.params["sampling_rate"])
-        if q >= 1.0:
-            return True
-        mac = hmac.new(rnd.seed, device.device_id.encode(), hashlib.sha256).digest()
-        return int.from_bytes(mac[:8], "big") / 2.0**64 < q
+        return _selected(rnd.seed, device.device_id, float(rnd.params["sampling_rate"]))
 
     def device_view(self, device: Device, round_id: int | None = None) -> dict[str, Any]:
         """What a device needs to know about a round (the active/latest one by default)."""
@@ -490,7 +524,7 @@ class RoundEngine:
     def _expected(rnd: Round, live: _Live) -> int:
         """How many messages complete the round's current phase."""
         if rnd.state == "advertise":
-            return live.params.cohort_target
+            return _advertise_quota(rnd, live.params)
         key = {"share": "roster", "upload": "shared", "unmask": "survivors"}[rnd.state]
         return len(rnd.info.get(key, ()))
 
@@ -610,7 +644,7 @@ class RoundEngine:
         with self.storage.read() as tx:
             count = tx.count_messages(rid, rnd.state)
         if rnd.state == "advertise":
-            if count < params.cohort_target and not expired:
+            if count < _advertise_quota(rnd, params) and not expired:
                 return False
             if count < params.min_cohort:
                 return self._fail(
@@ -712,11 +746,12 @@ class RoundEngine:
     def _publish(
         self, rnd: Round, params: RoundParams, total: np.ndarray, server: SecAggServer
     ) -> bool:
-        """Decode the sum, apply ``server_lr * sum / cohort_target`` to ``global_bias`` and
-        publish the new head, the round's end and its (ε, δ) in one transaction."""
+        """Decode the sum, apply ``server_lr * sum / expected cohort`` to ``global_bias``
+        and publish the new head, the round's end and its (ε, δ) in one transaction."""
         survivors = len(server.survivors)
         # fixed denominator (DP-FedAvg): the release does not depend on who took part
-        mean = decode_sum(total, params.frac_bits) / params.cohort_target
+        denominator = int(rnd.params.get("expected_cohort", params.cohort_target))
+        mean = decode_sum(total, params.frac_bits) / denominator
         lr = float(rnd.params.get("server_lr", 1.0))
         now = self.clock()
         z, q = params.noise_multiplier, float(rnd.params["sampling_rate"])
@@ -734,6 +769,8 @@ class RoundEngine:
                 return True
             acc = self._accountant(tx, z, q, delta)
             epsilon = acc.step()
+            tails = self._cap_tails(tx) + [float(rnd.params.get("cap_tail", 0.0))]
+            extra = cap_delta(tails, epsilon)
             bias = (head.global_bias.astype(np.float64) + lr * mean).astype(np.float32)
             version = head.version + 1
             metadata = {
@@ -750,10 +787,13 @@ class RoundEngine:
                 "sampling_rate": q,
                 "frac_bits": params.frac_bits,
                 "server_lr": lr,
-                "denominator": params.cohort_target,
+                "denominator": denominator,
+                "max_cohort": params.cohort_target,
                 "dp": bool(math.isfinite(epsilon)),
                 "epsilon": _finite_or_none(epsilon),
                 "delta": delta,
+                "delta_sampling_cap": _finite_or_none(extra),
+                "delta_total": _finite_or_none(delta + extra),
                 "dp_rounds": acc.rounds,
                 "accountant": "rdp/poisson-sampled-gaussian (dp-accounting)",
                 "sha256": hashlib.sha256(bias.astype("<f4").tobytes()).hexdigest(),
@@ -793,6 +833,11 @@ class RoundEngine:
             history.append((float(p["secagg"]["noise_multiplier"]), float(p["sampling_rate"]), 1))
         return DpAccountant(z, q, delta, history)
 
+    @staticmethod
+    def _cap_tails(tx) -> list[float]:
+        """Each published round's probability of a cohort over its bound."""
+        return [float(r.params.get("cap_tail", 0.0)) for r in tx.list_rounds(1 << 30, DONE)]
+
     def privacy(self) -> dict[str, Any]:
         """(ε, δ) spent by the published heads, from the latest head's metadata."""
         with self.storage.read() as tx:
@@ -802,6 +847,8 @@ class RoundEngine:
         return {
             "epsilon": meta.get("epsilon", 0.0) if rounds else 0.0,
             "delta": meta.get("delta"),
+            "delta_sampling_cap": meta.get("delta_sampling_cap", 0.0) if rounds else 0.0,
+            "delta_total": meta.get("delta_total", meta.get("delta")),
             "rounds": rounds,
             "dp": bool(meta.get("dp", True)),
             "accountant": "rdp/poisson-sampled-gaussian (dp-accounting)",
@@ -916,15 +963,29 @@ class RoundEngine:
         return live
 
 
-def _graph(cfg: RoundConfig) -> tuple[int, int]:
-    """SecAgg+ degree and threshold: given, or suggested for the expected dropout."""
+def _selected(seed: bytes, device_id: str, q: float) -> bool:
+    """Poisson sampling decided by an HMAC of the device id under the round's secret."""
+    if q >= 1.0:
+        return True
+    mac = hmac.new(seed, device_id.encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big") / 2.0**64 < q
+
+
+def _advertise_quota(rnd: Round, params: RoundParams) -> int:
+    """Advertisements that end the advertise phase early: every sampled device."""
+    return min(int(rnd.params.get("selected", params.cohort_target)), params.cohort_target)
+
+
+def _graph(cfg: RoundConfig, cohort: int) -> tuple[int, int]:
+    """SecAgg+ degree and threshold for a cohort of up to ``cohort`` devices: given, or
+    suggested for the expected dropout."""
     if cfg.neighbour_degree is not None:
         k = cfg.neighbour_degree
         return k, cfg.threshold or k // 2 + 1
     try:
-        k, t = suggest_graph(cfg.cohort_target, cfg.dropout)
+        k, t = suggest_graph(cohort, cfg.dropout)
     except ValueError:  # small cohort: the complete graph
-        k = cfg.cohort_target - 1 + (cfg.cohort_target - 1) % 2
+        k = cohort - 1 + (cohort - 1) % 2
         t = k // 2 + 1
     if k > MAX_DEGREE:
         raise errors.invalid(f"suggested neighbour degree {k} > {MAX_DEGREE}; set it explicitly")

@@ -183,6 +183,12 @@ class SqliteTransaction(Transaction):
     def count_devices(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])
 
+    def device_ids_enrolled_by(self, when: float) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT device_id FROM devices WHERE revoked = 0 AND enrolled_at <= ?", (when,)
+        )
+        return [r[0] for r in rows]
+
     # -- heads --------------------------------------------------------------------------
     def insert_head(self, head: Head) -> None:
         bias = np.ascontiguousarray(head.global_bias, dtype="<f4")

@@ -148,6 +148,10 @@ class Transaction(ABC):
     @abstractmethod
     def count_devices(self) -> int: ...
 
+    @abstractmethod
+    def device_ids_enrolled_by(self, when: float) -> list[str]:
+        """Ids of the devices (not revoked) enrolled at or before ``when``."""
+
     # -- heads --------------------------------------------------------------------------
     @abstractmethod
     def insert_head(self, head: Head) -> None: ...

@@ -22,9 +22,12 @@ mechanism with ``q = cohort_target / population`` (``dp_accounting`` RDP). With 
 accounting is exact for the mechanism run. With ``q < 1`` the coordinator selects
 devices by ``HMAC(round secret, device id) < q`` — independent per device like Poisson
 sampling as long as the round secret is unpredictable to devices and the coordinator
-does not grind it — but it then admits at most ``cohort_target`` of them (first come)
-and averages with the fixed denominator ``cohort_target``: the truncation is not part of
-the accounted mechanism. The in-process path samples with true Poisson draws.
+does not grind it — and never truncates the sample: a round whose sample falls outside
+``[min_cohort, max_cohort]`` fails and releases nothing, and the probability of that
+(``cap_tail``, at most ~1e-12 with the bounds used here) is added to δ as
+``delta_sampling_cap`` (:mod:`edgerec.federated.sampling`). The update is divided by the
+fixed denominator ``cohort_target`` (the expected cohort). The in-process path samples
+with true Poisson draws and applies the same bounds.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class SimConfig:
         max_examples: at most this many recent examples per device.
         local_l2: L2 pull of the local-only personalisation.
         cohort_fraction: ``q``, the share of devices sampled per round.
-        min_cohort_fraction: ``min_cohort`` as a share of the expected cohort.
+        min_cohort_fraction: ``min_cohort`` as a share of the cohort's lower 1e-12
+            quantile under Poisson sampling (the rest is slack for dropouts).
         dropout: expected dropout the SecAgg+ graph is sized for.
         central_epochs: most epochs of the centralized fine-tune (picked on validation).
         central_lr: its learning rate.
@@ -118,6 +122,20 @@ class SimConfig:
             raise InputError("clip, clip_nodp, server_lr and lr must be > 0")
 
 
+# ---------------------------------------------------------------------- cohort bounds
+def cohort_bounds(population: int, q: float, min_cohort_fraction: float) -> tuple[int, int, int]:
+    """``(cohort_target, min_cohort, max_cohort)`` of a round sampling ``q``: the expected
+    cohort; ``min_cohort_fraction`` of the lower 1e-12 quantile (slack for dropouts); and
+    the upper 1e-12 quantile (what the coordinator computes)."""
+    from edgerec.federated.sampling import max_cohort, min_cohort_for
+
+    cohort = max(2, round(q * population))
+    low = min_cohort_for(population, q)
+    min_cohort = min(cohort, max(2, int(min_cohort_fraction * low)))
+    bound = max(cohort, min(max_cohort(population, q), population))
+    return cohort, min_cohort, bound
+
+
 # ---------------------------------------------------------------------- in-process rounds
 def run_inprocess_rounds(
     spec: Any,
@@ -147,16 +165,14 @@ def run_inprocess_rounds(
     from edgerec.federated.fixedpoint import max_frac_bits
     from edgerec.federated.local import LocalTrainer
     from edgerec.federated.protocol import RoundParams
+    from edgerec.federated.sampling import cap_delta, round_tail
 
     ids = sorted(examples)
     population = len(ids)
-    cohort = max(2, round(sampling_rate * population))
-    min_cohort = max(
-        2, int(min_cohort_fraction * (cohort - 3 * math.sqrt(cohort * (1 - sampling_rate))))
-    )
-    min_cohort = min(min_cohort, cohort)
+    cohort, min_cohort, bound = cohort_bounds(population, sampling_rate, min_cohort_fraction)
+    tail = round_tail(population, sampling_rate, min_cohort, bound)
     noise_std = noise_multiplier * clip / math.sqrt(min_cohort)
-    frac_bits = min(24, max_frac_bits(cohort * 2, clip, noise_std))
+    frac_bits = min(24, max_frac_bits(bound, clip, noise_std))
     rng = np.random.default_rng([seed, 7])
     w = np.zeros(spec.num_items, np.float32)
     acc = None
@@ -170,10 +186,13 @@ def run_inprocess_rounds(
         if acc is not None and target_epsilon is not None and not acc.can_run(target_epsilon):
             break
         chosen = [d for d in ids if rng.random() < sampling_rate]
+        if not min_cohort <= len(chosen) <= bound:  # the coordinator fails such a round
+            history.append({"round": r, "participants": 0, "clipped": 0, "failed": True})
+            continue
         params = RoundParams.new(
             f"inproc-{r}",
             head_version=r - 1,
-            cohort_target=cohort * 2,  # capacity for Poisson overshoot
+            cohort_target=bound,
             min_cohort=min_cohort,
             deadline=0.0,
             clip=clip,
@@ -196,17 +215,25 @@ def run_inprocess_rounds(
         history.append(
             {"round": r, "participants": len(chosen), "clipped": clipped, "epsilon": eps}
         )
+    done = [h for h in history if not h.get("failed")]
+    epsilon = done[-1]["epsilon"] if done and acc is not None else None
+    extra = cap_delta([tail] * len(done), epsilon) if epsilon is not None else None
     info = {
-        "rounds": len(history),
-        "participants": float(np.mean([h["participants"] for h in history])) if history else 0.0,
+        "rounds": len(done),
+        "failed_rounds": len(history) - len(done),
+        "participants": float(np.mean([h["participants"] for h in done])) if done else 0.0,
         "clipped_share": float(
-            sum(h["clipped"] for h in history) / max(1, sum(h["participants"] for h in history))
+            sum(h["clipped"] for h in done) / max(1, sum(h["participants"] for h in done))
         ),
-        "epsilon": history[-1]["epsilon"] if history and acc is not None else None,
+        "epsilon": epsilon,
         "delta": delta if acc is not None else None,
+        "delta_sampling_cap": extra,
+        "delta_total": delta + extra if extra is not None else None,
         "seconds": time.perf_counter() - started,
         "cohort_target": cohort,
         "min_cohort": min_cohort,
+        "max_cohort": bound,
+        "cap_tail": tail,
         "frac_bits": frac_bits,
         "history": history,
     }
@@ -438,9 +465,7 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         events.extend((user_ids[i], item, float(t), "view") for t, item in enumerate(d_items))
     store.record_many(events)
     n = len(trainable)
-    cohort = max(2, round(cfg.cohort_fraction * n))
-    expected_low = cohort - 3 * math.sqrt(cohort * (1 - cfg.cohort_fraction))
-    min_cohort = min(cohort, max(2, int(cfg.min_cohort_fraction * expected_low)))
+    cohort, min_cohort, _ = cohort_bounds(n, cfg.cohort_fraction, cfg.min_cohort_fraction)
     round_cfg = RoundConfig(
         cohort_target=cohort,
         min_cohort=min_cohort,
@@ -477,11 +502,12 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         "failed_rounds": run.failed,
         "epsilon": run.epsilon,
         "delta": run.delta if z > 0 else None,
+        "delta_total": run.delta_total if z > 0 else None,
         "bytes_up": run.bytes_up,
         "bytes_down": run.bytes_down,
         "seconds": run.seconds,
         "participants": run.participants,
-        "rounds_cap_bound": sum(h["selected"] > cohort for h in run.history),
+        "rounds_outside_bounds": sum(h["state"] == "failed" for h in run.history),
         "cohort_target": cohort,
         "min_cohort": min_cohort,
         "head_version": run.head_version,
@@ -517,7 +543,8 @@ def format_table(result: dict[str, Any]) -> str:
         up, down = r.get("bytes_up"), r.get("bytes_down")
         eps = r.get("epsilon")
         if "DP eps" in r["name"]:
-            eps_s = f"{eps:.3g} ({r.get('delta'):.2g})" if eps is not None else "?"
+            delta = r.get("delta_total") or r.get("delta")
+            eps_s = f"{eps:.3g} ({delta:.2g})" if eps is not None else "?"
         elif r["name"].startswith("federated"):
             eps_s = "∞ (no DP)"
         else:

@@ -108,6 +108,8 @@ def test_dp_round_adds_noise_and_records_epsilon(server, make_devices, recorded)
     status = server.http.get("/v1/status").json()
     assert status["privacy"]["epsilon"] == pytest.approx(eps)
     assert status["privacy"]["delta"] == 1e-5 and status["rounds_done"] == 1
+    # q = 1: no cohort bound can be exceeded, so it adds nothing to delta
+    assert meta["delta_sampling_cap"] == 0.0 and status["privacy"]["delta_total"] == 1e-5
     head = devices[0]._call("GET", "/v1/head").json()
     assert head["metadata"]["epsilon"] == pytest.approx(eps)
 
@@ -330,6 +332,54 @@ def test_sampling_rate_selects_a_fraction(server, make_devices):
     devices = [Device(f"d-{i:024x}", b"", rnd.opened_at - 1) for i in range(2000)]
     picked = sum(server.coordinator.rounds.is_selected(rnd, d) for d in devices)
     assert 400 < picked < 600  # ~ q * 2000 = 500
+
+
+def test_cohort_bound_is_a_high_quantile_and_is_never_truncated(server, make_devices):
+    from edgerec.federated.sampling import binomial_tail, lower_tail, min_cohort_for
+
+    for _ in range(40):
+        server.enroll()
+    rounds = server.coordinator.rounds
+    rnd = server.open_round(cohort_target=10, min_cohort=2)
+    bound = rnd.params["max_cohort"]
+    # a Poisson sample of q = 1/4 over 40 (41 with a neighbour) exceeds it w.p. <= 1e-12
+    assert 10 < bound <= 40 and rnd.params["secagg"]["cohort_target"] == bound
+    assert binomial_tail(41, 0.25, bound) <= 1e-12 < binomial_tail(41, 0.25, bound - 1)
+    # the round's tail also counts samples under min_cohort (2 of 39 devices)
+    assert rnd.params["cap_tail"] == pytest.approx(
+        binomial_tail(41, 0.25, bound) + lower_tail(39, 0.25, 2)
+    )
+    with server.coordinator.storage.read() as tx:
+        enrolled = [tx.get_device(i) for i in tx.device_ids_enrolled_by(rnd.opened_at)]
+    assert rnd.params["selected"] == sum(rounds.is_selected(rnd, d) for d in enrolled)
+    rounds.abort_round(rnd.round_id)
+    # a bound near the mean: a round that sampled more devices than it fails at once
+    # (the sample is never cut down to the bound), one that sampled too few as well
+    seen = set()
+    for _ in range(60):
+        rnd = server.open_round(cohort_target=10, min_cohort=9, cohort_tail=0.45)
+        selected, bound = rnd.params["selected"], rnd.params["max_cohort"]
+        if selected > bound:
+            assert rnd.state == "failed" and "more than the cohort bound" in rnd.failure
+            seen.add("over")
+        elif selected < 9:
+            assert rnd.state == "failed" and "fewer than min_cohort" in rnd.failure
+            seen.add("under")
+        else:
+            assert rnd.state == "advertise"
+            rounds.abort_round(rnd.round_id)
+            seen.add("ok")
+        if len(seen) == 3:
+            break
+    assert seen == {"over", "under", "ok"}
+    status = server.http.get("/v1/status").json()
+    assert status["head_version"] == 0 and status["privacy"]["rounds"] == 0
+    # with DP, a min_cohort whose lower tail would cost more than delta / 100 is refused
+    with pytest.raises(ApiError, match="min_cohort") as err:
+        server.open_round(
+            cohort_target=10, min_cohort=9, noise_multiplier=1.0, target_epsilon=8, delta=1e-5
+        )
+    assert f"min_cohort <= {min_cohort_for(40, 0.25)}" in err.value.detail
 
 
 def test_status_and_head_endpoints(server, make_devices):
