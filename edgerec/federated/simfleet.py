@@ -17,9 +17,9 @@
 
 **Simulated time.** The coordinator's clock is :class:`SimClock`, the wall clock plus an
 offset. When every selected device has done what it can in a phase and the phase is
-still open (with Poisson sampling fewer devices than ``cohort_target`` may be selected,
-so the advertise phase only closes at its deadline), the driver moves the clock to the
-phase deadline instead of sleeping. Nothing else is simulated.
+still open (e.g. a device dropped out), the driver moves the clock to the phase deadline
+instead of sleeping. (The advertise phase closes as soon as every sampled device has
+advertised.) Nothing else is simulated.
 """
 
 from __future__ import annotations
@@ -111,8 +111,15 @@ class CoordinatorThread:
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         app = create_app(self.coordinator)
+        # log_config=None: an in-process server must not reconfigure (and close) the host
+        # program's logging handlers, which uvicorn's default dictConfig would do
         cfg = uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_keep_alive=60, lifespan="on"
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=60,
+            lifespan="on",
         )
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(
@@ -210,6 +217,7 @@ class FleetRun:
         rounds: rounds that published a head.
         failed: rounds that ended ``failed`` (nothing released).
         epsilon, delta: privacy spent (``None`` epsilon: no DP).
+        delta_total: δ plus what the cohort bounds add (``delta_sampling_cap``).
         bytes_up, bytes_down: per participating device and round (HTTP bodies and
             request headers; means over the participants of all rounds).
         seconds: wall time of the rounds (excluding enrollment).
@@ -223,6 +231,7 @@ class FleetRun:
     failed: int = 0
     epsilon: float | None = None
     delta: float | None = None
+    delta_total: float | None = None
     bytes_up: float = 0.0
     bytes_down: float = 0.0
     seconds: float = 0.0
@@ -318,7 +327,7 @@ def run_rounds(
         entry = {
             "round": rnd.round_id,
             "state": final["state"],
-            "selected": len(selected),  # > cohort_target: the admission cap truncated it
+            "selected": len(selected),  # outside [min_cohort, max_cohort]: the round failed
             "participants": len(uploaded),
             "seconds": round(time.perf_counter() - t0, 2),
             "epsilon": status["privacy"]["epsilon"],
@@ -344,6 +353,7 @@ def run_rounds(
         failed=failed,
         epsilon=priv["epsilon"] if priv.get("dp") and priv["rounds"] else None,
         delta=priv.get("delta"),
+        delta_total=priv.get("delta_total"),
         bytes_up=float(np.mean(up)) if up else 0.0,
         bytes_down=float(np.mean(down)) if down else 0.0,
         seconds=time.perf_counter() - started,
