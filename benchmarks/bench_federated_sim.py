@@ -11,12 +11,16 @@ its table; the full results land in ``benchmarks/out/fedsim-*/result.json``.
   quantile: ~54k devices for 100k users), a smaller teacher/student (L=20; the TOML
   files below), federated rows aggregated in-process (same device pipeline and
   fixed-point sum; no HTTP, no SecAgg masks — 50k devices over HTTP do not fit this
-  machine's budget).
+  machine's budget). ``--synth-transport http`` runs the rows through the real
+  coordinator instead (use a smaller population, e.g. 20k users and q = 0.1 for
+  ~1,000-device cohorts).
 
 Usage::
 
     .venv/bin/python benchmarks/bench_federated_sim.py --parts ml100k
     .venv/bin/python benchmarks/bench_federated_sim.py --parts synth --synth-bundle B
+    .venv/bin/python benchmarks/bench_federated_sim.py --parts synth --synth-users 20000 \
+        --synth-cohort-fraction 0.1 --synth-rounds 3 --epsilons 8 --synth-transport http
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def main() -> int:
     p.add_argument("--synth-users", type=int, default=100_000)
     p.add_argument("--synth-rounds", type=int, default=100)
     p.add_argument("--synth-cohort-fraction", type=float, default=0.02)
+    p.add_argument("--synth-transport", choices=("inprocess", "http"), default="inprocess")
     p.add_argument("--epsilons", default="1 2 4 8")
     args = p.parse_args()
     parts = set(args.parts.split(","))
@@ -101,10 +106,12 @@ def main() -> int:
         (cfg / "teacher.toml").write_text(SYNTH_TEACHER)
         (cfg / "convert.toml").write_text(SYNTH_CONVERT)
         cmd = exe + ["--synth-users", str(args.synth_users), "--synth-items", "500"]
-        cmd += ["--cutoff-quantile", "0.5", "--out", str(OUT / "fedsim-synth")]
+        name = f"fedsim-synth-{args.synth_users}-{args.synth_transport}"
+        cmd += ["--cutoff-quantile", "0.5", "--out", str(OUT / name)]
         cmd += ["--teacher-config", str(cfg / "teacher.toml")]
         cmd += ["--convert-config", str(cfg / "convert.toml")]
-        cmd += ["--transport", "inprocess", "--cohort-fraction", str(args.synth_cohort_fraction)]
+        cmd += ["--transport", args.synth_transport]
+        cmd += ["--cohort-fraction", str(args.synth_cohort_fraction)]
         cmd += ["--rounds", str(args.synth_rounds), "--max-examples", "8", "--max-eval", "10000"]
         cmd += ["--epsilons", *eps]
         if args.synth_bundle:
