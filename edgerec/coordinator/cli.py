@@ -133,6 +133,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--threshold", type=int)
     o.add_argument("--dropout", type=float, default=0.3)
     o.add_argument("--server-lr", type=float, default=1.0)
+    o.add_argument(
+        "--cohort-tail",
+        type=float,
+        default=1e-12,
+        help="probability that the sample exceeds the round's cohort bound (added to delta)",
+    )
     o.add_argument("--epochs", type=int, help="local epochs on the devices")
     o.add_argument("--lr", type=float, help="local learning rate on the devices")
     o.add_argument("--json", action="store_true", help="print the round as JSON")
@@ -231,6 +237,7 @@ def run_open_round(args: argparse.Namespace) -> int:
         "dropout": args.dropout,
         "server_lr": args.server_lr,
         "training": training,
+        "cohort_tail": args.cohort_tail,
     }
     if args.url:
         out = _http(
@@ -242,12 +249,16 @@ def run_open_round(args: argparse.Namespace) -> int:
         with _local(args) as coordinator:
             rnd = coordinator.rounds.open_round(RoundConfig.from_json(body))
             out = coordinator.round_summary(rnd)
+    if out["state"] == "failed":
+        _print(out, args.json, f"round {out['round']} ({out['name']}) failed: {out['failure']}")
+        return 1
     _print(
         out,
         args.json,
         f"opened round {out['round']} ({out['name']}) on head "
-        f"v{out['base_version']}: cohort {out['min_cohort']}.."
-        f"{out['cohort_target']}, deadline in {args.deadline_s:g}s",
+        f"v{out['base_version']}: {out['selected']} devices sampled (expected "
+        f"{out['cohort_target']}, allowed {out['min_cohort']}..{out['max_cohort']}), "
+        f"deadline in {args.deadline_s:g}s",
     )
     return 0
 

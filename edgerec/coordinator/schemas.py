@@ -117,6 +117,7 @@ class OpenRoundRequest(Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     server_lr: float = Field(1.0, gt=0, le=1e6)
     training: dict[str, float | int | str | bool] = Field(default_factory=dict, max_length=32)
+    cohort_tail: float = Field(1e-12, gt=0, lt=0.5)
 
 
 class ErrorBody(BaseModel):
