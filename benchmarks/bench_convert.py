@@ -14,12 +14,13 @@ Parts (``--parts``, default all):
   are the metrics identical, and are the artifact bytes identical?
 * ``scale``      — a synthetic catalog of ~100k items (``edgerec.data.synth``,
   heavy-tailed: 150k generated, ~100k interacted with): a smaller teacher
-  (d=96) is trained for a bounded time, checked to beat most-popular, then
-  converted; int8-dynamic must be <= 10 MB (item table stored once), with time
-  per pass and quality retention recorded. On the shared 2-core host a 100k-way
-  softmax step takes 10-20 s, so a few epochs do not get the teacher past
-  most-popular (RESULTS.md); ``--allow-weak-teacher`` converts anyway (size and
-  time only), more teacher epochs on a quiet host or a GPU give a real retention.
+  (d=96, sampled softmax with 2,048 negatives) is trained, checked to beat
+  most-popular, then converted with sampled distillation (2,048 negatives plus
+  the teacher's top 32, item table started from the teacher's); int8-dynamic must
+  be <= 10 MB (item table stored once), with time per pass and quality retention
+  recorded. ``--scale-distil-negatives 0 --no-scale-init-from-teacher`` gives the
+  full-catalog distillation (minutes per epoch on 2 cores). ``--allow-weak-teacher``
+  converts a teacher that does not beat most-popular (size and time only).
 * ``synth``      — retention on a larger synthetic dataset (20k users, all test
   users evaluated, 3k items) where the bootstrap CI is small: int8-dynamic
   student NDCG@10 >= 97% of the teacher's.
@@ -395,7 +396,11 @@ def _synthetic_convert(args: argparse.Namespace, prefix: str, name: str) -> dict
     config = ConvertConfig.from_toml(args.config).with_overrides(
         seed=args.seed, epochs=arg("epochs"), max_eval_users=arg("eval_users")
     )
-    distil_over: dict[str, Any] = {"patience": arg("patience")}
+    distil_over: dict[str, Any] = {
+        "patience": arg("patience"),
+        "sampled_negatives": arg("distil_negatives"),
+        "init_from_teacher": arg("init_from_teacher"),
+    }
     if arg("distil_lr"):
         distil_over["learning_rate"] = arg("distil_lr")
     config = replace(config, distil=replace(config.distil, **distil_over))
@@ -579,6 +584,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-patience", type=int, default=3)
     p.add_argument("--scale-distil-lr", type=float, default=0.0, help="0: default.toml")
     p.add_argument("--scale-eval-users", type=int, default=2000)
+    p.add_argument(
+        "--scale-distil-negatives",
+        type=int,
+        default=2048,
+        help="sampled negatives per distillation step (0: full-catalog KL and CE)",
+    )
+    p.add_argument(
+        "--scale-init-from-teacher",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the student's item table from the teacher's (SVD projection)",
+    )
     # synth: retention on many test users with a few thousand items (small CI)
     p.add_argument("--synth-users", type=int, default=20000)
     p.add_argument("--synth-items", type=int, default=3000)
@@ -597,6 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth-patience", type=int, default=3)
     p.add_argument("--synth-distil-lr", type=float, default=0.0, help="0: default.toml")
     p.add_argument("--synth-eval-users", type=int, default=0)
+    p.add_argument("--synth-distil-negatives", type=int, default=0, help="0: full catalog")
+    p.add_argument(
+        "--synth-init-from-teacher", action=argparse.BooleanOptionalAction, default=False
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib"):

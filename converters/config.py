@@ -118,8 +118,26 @@ class DistilConfig:
     last_item_mask_prob: float = 0.5
     windows_per_length: float = 1.0
     seed: int = 42
+    # 0: KL and CE over the full catalog. K > 0 (large catalogs): both over the teacher's
+    # top ``teacher_top_k`` items, the target and K shared negatives drawn from the
+    # training counts ** negative_distortion, importance-weighted (log-Q corrected).
+    sampled_negatives: int = 0
+    teacher_top_k: int = 32
+    negative_distortion: float = 0.75
+    # start the student's item table from the teacher's (SVD projection to d_model) and
+    # copy its output biases; the encoder starts from scratch either way
+    init_from_teacher: bool = False
 
     def validate(self) -> None:
+        if self.sampled_negatives < 0 or self.teacher_top_k < 1:
+            raise InputError(
+                f"distil.sampled_negatives must be >= 0 (got {self.sampled_negatives}) and "
+                f"distil.teacher_top_k >= 1 (got {self.teacher_top_k})"
+            )
+        if not 0.0 <= self.negative_distortion <= 1.0:
+            raise InputError(
+                f"distil.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
+            )
         if self.temperature <= 0:
             raise InputError(f"distil.temperature must be > 0 (got {self.temperature})")
         if not 0.0 <= self.alpha <= 1.0:

@@ -3,8 +3,11 @@
 Loss at the masked positions of Cloze windows (the teacher's own training
 objective, :func:`edgerec.teacher.cloze.cloze_epoch`)::
 
-    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))   # full catalog
+    alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
     + (1 - alpha) * CE(ground-truth item, student)
+
+over the full catalog, or with ``distil.sampled_negatives = K`` over the target, the
+teacher's top items and K sampled negatives (:mod:`edgerec.converters.kd_loss`).
 
 The teacher's logits come from running the teacher on the *same* masked windows
 (left-padded to its own length when the student's is shorter), inference mode,
@@ -30,6 +33,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from edgerec.converters.config import DistilConfig, StudentConfig
+from edgerec.converters.kd_loss import KDLoss, full_kd_loss, sampled_kd_loss
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
@@ -38,7 +42,7 @@ from edgerec.teacher.cloze import cloze_epoch
 from edgerec.teacher.config import ModelConfig
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
-from edgerec.teacher.train import set_seed
+from edgerec.teacher.train import sampling_unigrams, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,51 @@ def validation_metrics(
     return metrics_from_ranks(ranks, ks=(10,))
 
 
+def _kd_loss(
+    student: BERT4Rec, split: LeaveOneOutSplit, dc: DistilConfig, alpha: float, temperature: float
+) -> KDLoss:
+    """The full-catalog loss, or the sampled one when ``distil.sampled_negatives > 0``."""
+    if not dc.sampled_negatives:
+        return full_kd_loss(student, alpha, temperature)
+    n = split.vocab.num_items
+    if dc.sampled_negatives >= n:
+        raise InputError(
+            f"distil.sampled_negatives ({dc.sampled_negatives}) must be smaller than the "
+            f"catalog ({n} items); use 0 for the full softmax"
+        )
+    return sampled_kd_loss(
+        student,
+        alpha,
+        temperature,
+        num_sampled=dc.sampled_negatives,
+        teacher_top_k=dc.teacher_top_k,
+        unigrams=sampling_unigrams(split, n),
+        distortion=dc.negative_distortion,
+    )
+
+
+def init_item_table_from_teacher(student: BERT4Rec, teacher: keras.Model) -> None:
+    """Start the student's item table and output bias from the teacher's.
+
+    The table is the teacher's projected on its top ``d_student`` singular directions
+    (``U_d S_d`` of the SVD), which keeps the item-item dot products the teacher learned
+    as well as ``d_student`` dimensions can; the output biases are copied. The encoder
+    still starts from scratch. On a large catalog most parameters are in the table and
+    each item is seen a few times per epoch, so this saves most of the student's epochs.
+    """
+    table = np.asarray(teacher.item_embedding.embeddings.numpy(), np.float64)
+    rows, d = student.item_embedding.embeddings.shape
+    if table.shape[0] != rows:
+        raise InputError(
+            f"teacher item table has {table.shape[0]} rows, the student's {rows}: "
+            "different vocabularies"
+        )
+    u, s, _ = np.linalg.svd(table, full_matrices=False)
+    projected = (u[:, :d] * s[:d]).astype(np.float32)
+    student.item_embedding.embeddings.assign(projected)
+    student.output_bias.assign(np.asarray(teacher.output_bias.numpy(), np.float32))
+
+
 def run(
     split: LeaveOneOutSplit,
     options: DistilOptions,
@@ -150,6 +199,8 @@ def run(
     rng = np.random.default_rng(dc.seed)
     spec = FeatureSpec(max_len=mc.max_len, num_items=split.vocab.num_items)
     student = BERT4Rec(spec.num_items, mc, name=options.name)
+    if dc.init_from_teacher and teacher is not None:
+        init_item_table_from_teacher(student, teacher)
     optimizer = keras.optimizers.Adam(dc.learning_rate)
     optimizer.build(student.trainable_variables)
     scorer = KerasScorer(student, spec)
@@ -158,24 +209,20 @@ def run(
     if teacher is not None and alpha > 0:
         pad = int(teacher.max_len) - mc.max_len
 
+    kd_loss = _kd_loss(student, split, dc, alpha, temperature)
+    use_teacher = teacher is not None and alpha > 0
+
     def teacher_logits(inputs: tf.Tensor, selected: tf.Tensor) -> tf.Tensor:
         t_in = tf.pad(inputs, [[0, 0], [pad, 0]]) if pad else inputs
         hidden = teacher.encode(t_in, training=False)[:, pad:, :]
-        return tf.stop_gradient(teacher.score_hidden(tf.boolean_mask(hidden, selected)))
+        logits = teacher.score_hidden(tf.boolean_mask(hidden, selected))
+        return tf.stop_gradient(tf.cast(logits, tf.float32))
 
     def loss_fn(inputs: tf.Tensor, labels: tf.Tensor, training: bool) -> tf.Tensor:
         selected = labels > 0
-        hidden = student.encode(inputs, training=training)
-        logits = student.score_hidden(tf.boolean_mask(hidden, selected))
-        targets = tf.boolean_mask(labels, selected) - 1
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-        if alpha == 0.0:
-            return tf.reduce_mean(ce)
-        t_logits = teacher_logits(inputs, selected) / temperature
-        s_log_p = tf.nn.log_softmax(logits / temperature, axis=-1)
-        t_log_p = tf.nn.log_softmax(t_logits, axis=-1)
-        kl = tf.reduce_sum(tf.exp(t_log_p) * (t_log_p - s_log_p), axis=-1)
-        return tf.reduce_mean(alpha * temperature**2 * kl + (1.0 - alpha) * ce)
+        hidden = tf.boolean_mask(student.encode(inputs, training=training), selected)
+        t_logits = teacher_logits(inputs, selected) if use_teacher else None
+        return tf.reduce_mean(kd_loss(hidden, t_logits, tf.boolean_mask(labels, selected)))
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

@@ -84,6 +84,18 @@ def validation_metrics(scorer: KerasScorer, split: LeaveOneOutSplit) -> dict[str
     return metrics_from_ranks(target_ranks(scores, split.valid_target), ks=(10,))
 
 
+def sampling_unigrams(split: LeaveOneOutSplit, num_items: int) -> list[float]:
+    """Training item counts over the item-table rows ``0 .. n + 1``, for negative sampling.
+
+    Rows 0 (pad) and ``n + 1`` (mask) get 0 so they are never drawn; items never seen in
+    training keep a small chance (0.5) so every real item can be a negative.
+    """
+    counts = np.zeros(num_items + 2, np.float64)
+    for seq in split.train:
+        np.add.at(counts, np.asarray(seq, np.int64), 1.0)
+    return [0.0, *np.maximum(counts[1 : num_items + 1], 0.5).tolist(), 0.0]
+
+
 def _loss_fn(
     model: BERT4Rec, split: LeaveOneOutSplit, tc: TrainConfig
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -108,11 +120,7 @@ def _loss_fn(
             f"train.sampled_negatives ({tc.sampled_negatives}) must be smaller than the "
             f"catalog ({n} items); use 0 for the full softmax"
         )
-    counts = np.zeros(n + 2, np.float64)
-    for seq in split.train:
-        np.add.at(counts, np.asarray(seq, np.int64), 1.0)
-    # rows 0 (pad) and n + 1 (mask) are never drawn; unseen items keep a small chance
-    unigrams = [0.0] + list(np.maximum(counts[1 : n + 1], 0.5)) + [0.0]
+    unigrams = sampling_unigrams(split, n)
 
     def sampled(hidden: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         true = tf.cast(items[:, None], tf.int64)
