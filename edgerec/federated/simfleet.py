@@ -179,13 +179,24 @@ class Fleet:
         self.trainer = dict(trainer)
         self.seed = seed
         self.clients: list[Any] = []
+        self._transport: Any = None
 
     def connect(self, url: str) -> None:
-        """Fresh state folders, one client per device, enrolled over HTTP."""
+        """Fresh state folders, one client per device, enrolled over HTTP.
+
+        The clients share one connection pool: they run one at a time, and a
+        keep-alive socket per device (client and server end) would exhaust the
+        process's file descriptors with ~10k devices.
+        """
+        import httpx
+
         from edgerec.runtime.sync import SyncClient
 
         self.close()
         shutil.rmtree(self.state_root, ignore_errors=True)
+        self._transport = httpx.HTTPTransport(
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8)
+        )
         for i, dev in enumerate(self.devices):
             client = SyncClient(
                 url,
@@ -193,6 +204,7 @@ class Fleet:
                 self.state_root / f"device-{i:06d}",
                 enroll_key=ENROLL_KEY,
                 store=self.store,
+                transport=self._transport,
                 user=dev.user,
                 rng=np.random.default_rng([self.seed, i]),
                 trainer_options={**self.trainer, "max_examples": dev.max_examples},
@@ -203,8 +215,10 @@ class Fleet:
             self.clients.append(client)
 
     def close(self) -> None:
-        for c in self.clients:
-            c._http.close()  # the shared Recommender stays open
+        """Close the shared connection pool (the shared Recommender stays open)."""
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
         self.clients = []
 
 
