@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="maximum distillation epochs")
     p.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (0..1)")
     p.add_argument("--temperature", type=float, help="distillation temperature")
+    p.add_argument(
+        "--sampled-negatives",
+        type=int,
+        help="distil over the teacher's top-k + N sampled negatives (0: full catalog)",
+    )
     p.add_argument("--max-len", type=int, help="student input length L (<= the teacher's)")
     p.add_argument("--d-model", type=int, help="student hidden size")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU-delegate variant")
@@ -81,6 +86,7 @@ def run_convert(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         alpha=args.alpha,
         temperature=args.temperature,
+        sampled_negatives=args.sampled_negatives,
         targets=args.targets,
         precisions=args.precisions,
         gpu=False if args.no_gpu else None,

@@ -360,6 +360,7 @@ class ConvertConfig:
         epochs: int | None = None,
         alpha: float | None = None,
         temperature: float | None = None,
+        sampled_negatives: int | None = None,
         targets: str | list[str] | None = None,
         precisions: str | list[str] | None = None,
         gpu: bool | None = None,
@@ -370,7 +371,12 @@ class ConvertConfig:
     ) -> ConvertConfig:
         """A copy with CLI-style overrides applied (None values are ignored)."""
         distil = _replace_some(
-            self.distil, seed=seed, epochs=epochs, alpha=alpha, temperature=temperature
+            self.distil,
+            seed=seed,
+            epochs=epochs,
+            alpha=alpha,
+            temperature=temperature,
+            sampled_negatives=sampled_negatives,
         )
         student = _replace_some(self.student, max_len=max_len, d_model=d_model)
         export = _replace_some(self.export, gpu=gpu)

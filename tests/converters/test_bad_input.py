@@ -105,6 +105,7 @@ def test_missing_data(capsys, tmp_path: Path, teacher: Path) -> None:
         (["--max-len", "0"], "max_len must be at least 2"),
         (["--max-len", "50"], "exceeds the teacher's max_len (12)"),
         (["--alpha", "2"], "alpha"),
+        (["--sampled-negatives", "-1"], "sampled_negatives must be >= 0"),
     ],
 )
 def test_impossible_or_unknown_settings(
@@ -122,6 +123,28 @@ def test_impossible_or_unknown_settings(
     )
     assert code == 2, err
     assert message in err
+
+
+@pytest.mark.slow
+def test_more_sampled_negatives_than_items(
+    capsys, tmp_path: Path, tiny_teacher: Path, tiny_data: Path, tiny_config_file: Path
+) -> None:
+    code, err = convert(
+        capsys,
+        "--teacher",
+        str(tiny_teacher),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "b"),
+        "--config",
+        str(tiny_config_file),
+        "--sampled-negatives",
+        "500",
+    )
+    assert code == 2, err
+    assert "must be smaller than the catalog (100 items)" in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_bad_config_file(capsys, tmp_path: Path, teacher: Path, tiny_data: Path) -> None:

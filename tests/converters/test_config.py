@@ -60,6 +60,10 @@ def test_toml_overrides_a_subset(tmp_path: Path) -> None:
         ("[student]\nd_model = 30\nnum_heads = 4\n", "divisible"),
         ("[student]\nmask_value = -1e9\n", "finite negative"),
         ("[distil]\nalpha = 1.5\n", "alpha"),
+        ("[distil]\nsampled_negatives = -1\n", "sampled_negatives"),
+        ("[distil]\nteacher_top_k = 0\n", "teacher_top_k"),
+        ("[distil]\nnegative_distortion = 2.0\n", "negative_distortion"),
+        ("[distil]\ninit_from_teacher = 1\n", "must be bool"),
         ("[gates]\nint8 = { min_overlap = 1.5 }\n", "min_overlap"),
         ('[gates]\n"tflite/int3" = { min_overlap = 0.5 }\n', "unknown precision"),
         ('[student]\nd_model = "big"\n', "must be int"),
@@ -80,6 +84,12 @@ def test_cli_style_overrides() -> None:
     assert cfg.distil.seed == 5 and cfg.distil.epochs == 3
     assert cfg.export.targets == (Target.TFLITE,) and not cfg.export.gpu
     assert cfg.student.max_len == 20
+    assert (
+        ConvertConfig.defaults().with_overrides(sampled_negatives=512).distil.sampled_negatives
+        == 512
+    )
+    with pytest.raises(InputError, match="sampled_negatives"):
+        ConvertConfig.defaults().with_overrides(sampled_negatives=-5)
     with pytest.raises(InputError, match="unknown precision"):
         ConvertConfig.defaults().with_overrides(precisions="fp32,fp8")
     with pytest.raises(InputError, match="unknown target"):
