@@ -42,7 +42,7 @@ from edgerec.teacher.cloze import cloze_epoch
 from edgerec.teacher.config import ModelConfig
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
-from edgerec.teacher.train import sampling_unigrams, set_seed
+from edgerec.teacher.train import negative_sampler, sampling_unigrams, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +142,19 @@ def _kd_loss(
     """The full-catalog loss, or the sampled one when ``distil.sampled_negatives > 0``."""
     if not dc.sampled_negatives:
         return full_kd_loss(student, alpha, temperature)
-    n = split.vocab.num_items
-    if dc.sampled_negatives >= n:
-        raise InputError(
-            f"distil.sampled_negatives ({dc.sampled_negatives}) must be smaller than the "
-            f"catalog ({n} items); use 0 for the full softmax"
-        )
+    draw = negative_sampler(
+        sampling_unigrams(split, split.vocab.num_items),
+        dc.sampled_negatives,
+        dc.negative_distortion,
+        "distil.sampled_negatives",
+    )
     return sampled_kd_loss(
         student,
         alpha,
         temperature,
+        draw_negatives=draw,
         num_sampled=dc.sampled_negatives,
         teacher_top_k=dc.teacher_top_k,
-        unigrams=sampling_unigrams(split, n),
-        distortion=dc.negative_distortion,
     )
 
 
@@ -191,6 +190,8 @@ def run(
     alpha = float(dc.alpha)
     if alpha > 0 and teacher is None:
         raise InputError("distillation with alpha > 0 needs a teacher model")
+    if dc.init_from_teacher and teacher is None:
+        raise InputError("distil.init_from_teacher needs a teacher model")
     # Fresh Keras name counters: auto-generated layer names end up in the exported
     # graphs' tensor names, so without this the same seed gives the same numbers but
     # different artifact bytes depending on what the process built before.
@@ -199,7 +200,7 @@ def run(
     rng = np.random.default_rng(dc.seed)
     spec = FeatureSpec(max_len=mc.max_len, num_items=split.vocab.num_items)
     student = BERT4Rec(spec.num_items, mc, name=options.name)
-    if dc.init_from_teacher and teacher is not None:
+    if dc.init_from_teacher:
         init_item_table_from_teacher(student, teacher)
     optimizer = keras.optimizers.Adam(dc.learning_rate)
     optimizer.build(student.trainable_variables)

@@ -27,6 +27,7 @@ scores the full catalog.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -61,30 +62,22 @@ def sampled_kd_loss(
     alpha: float,
     temperature: float,
     *,
+    draw_negatives: Callable[[tf.Tensor], Any],
     num_sampled: int,
     teacher_top_k: int,
-    unigrams: list[float],
-    distortion: float,
 ) -> KDLoss:
     """KL and cross-entropy over target + teacher top-k + shared sampled negatives.
 
-    ``unigrams`` has one weight per item-table row (``n + 2``: pad and mask rows 0).
+    ``draw_negatives`` is :func:`edgerec.teacher.train.negative_sampler`'s draw of
+    ``num_sampled`` distinct item-table rows.
     """
-    table_rows = len(unigrams)
-    n = table_rows - 2
+    table_rows = student.num_items + 2
+    n = student.num_items
 
     def loss(hidden: tf.Tensor, teacher_logits: tf.Tensor | None, items: tf.Tensor) -> tf.Tensor:
         items = tf.cast(items, tf.int64)
         rows = tf.shape(items, out_type=tf.int64)[0]
-        sampled, _, expected = tf.random.fixed_unigram_candidate_sampler(
-            items[:, None],
-            num_true=1,
-            num_sampled=num_sampled,
-            unique=True,
-            range_max=table_rows,
-            distortion=distortion,
-            unigrams=unigrams,
-        )
+        sampled, _, expected = draw_negatives(items[:, None])
         log_pi = tf.math.log(tf.clip_by_value(tf.cast(expected, tf.float32), 1e-30, 1.0))
         use_teacher = teacher_logits is not None and alpha > 0.0
         if use_teacher:

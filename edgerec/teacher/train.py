@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -96,6 +97,39 @@ def sampling_unigrams(split: LeaveOneOutSplit, num_items: int) -> list[float]:
     return [0.0, *np.maximum(counts[1 : num_items + 1], 0.5).tolist(), 0.0]
 
 
+def negative_sampler(
+    unigrams: list[float], num_sampled: int, distortion: float, key: str
+) -> Callable[[tf.Tensor], Any]:
+    """A draw of ``num_sampled`` distinct negatives per step, shared by the batch.
+
+    Item-table rows are drawn without replacement with probability proportional to
+    ``unigrams ** distortion`` (``unigrams``: one weight per row, see
+    :func:`sampling_unigrams`). The returned function takes the true item ids ``[R, 1]``
+    (int64) and gives ``tf.random.fixed_unigram_candidate_sampler``'s ``(sampled,
+    true_expected_count, sampled_expected_count)``. ``key`` names the config setting in
+    the error when ``num_sampled`` is not smaller than the catalog.
+    """
+    num_items = len(unigrams) - 2
+    if num_sampled >= num_items:
+        raise InputError(
+            f"{key} ({num_sampled}) must be smaller than the catalog ({num_items} items); "
+            "use 0 for the full softmax"
+        )
+
+    def draw(true: tf.Tensor) -> Any:
+        return tf.random.fixed_unigram_candidate_sampler(
+            true,
+            num_true=1,
+            num_sampled=num_sampled,
+            unique=True,
+            range_max=num_items + 2,
+            distortion=distortion,
+            unigrams=unigrams,
+        )
+
+    return draw
+
+
 def _loss_fn(
     model: BERT4Rec, split: LeaveOneOutSplit, tc: TrainConfig
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -115,24 +149,16 @@ def _loss_fn(
 
         return full
     n = model.num_items
-    if tc.sampled_negatives >= n:
-        raise InputError(
-            f"train.sampled_negatives ({tc.sampled_negatives}) must be smaller than the "
-            f"catalog ({n} items); use 0 for the full softmax"
-        )
-    unigrams = sampling_unigrams(split, n)
+    draw = negative_sampler(
+        sampling_unigrams(split, n),
+        tc.sampled_negatives,
+        tc.negative_distortion,
+        "train.sampled_negatives",
+    )
 
     def sampled(hidden: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         true = tf.cast(items[:, None], tf.int64)
-        candidates = tf.random.fixed_unigram_candidate_sampler(
-            true,
-            num_true=1,
-            num_sampled=tc.sampled_negatives,
-            unique=True,
-            range_max=n + 2,
-            distortion=tc.negative_distortion,
-            unigrams=unigrams,
-        )
+        candidates = draw(true)
         h = tf.cast(model.head_norm(model.head_dense(hidden)), tf.float32)
         return tf.nn.sampled_softmax_loss(
             weights=tf.cast(model.item_embedding.embeddings, tf.float32),

@@ -70,6 +70,7 @@ def test_sampled_kd_loss_approaches_the_full_loss() -> None:
 
     from edgerec.converters.kd_loss import full_kd_loss, sampled_kd_loss
     from edgerec.teacher.model import BERT4Rec
+    from edgerec.teacher.train import negative_sampler
 
     n, rng = 200, np.random.default_rng(0)
     model = BERT4Rec(n, ModelConfig(max_len=8, d_model=16, num_blocks=1, num_heads=2, ffn_dim=32))
@@ -87,10 +88,9 @@ def test_sampled_kd_loss_approaches_the_full_loss() -> None:
                 model,
                 alpha,
                 2.0,
+                draw_negatives=negative_sampler(unigrams, k, 0.75, "k"),
                 num_sampled=k,
                 teacher_top_k=10,
-                unigrams=unigrams,
-                distortion=0.75,
             )
             draws = [float(np.mean(loss(hidden, t_logits, items))) for _ in range(20)]
             assert all(np.isfinite(draws))
@@ -133,6 +133,7 @@ def test_init_from_teacher_keeps_the_item_geometry(tiny_teacher) -> None:
     from edgerec.converters import distil
     from edgerec.teacher.artifacts import load_teacher
     from edgerec.teacher.model import BERT4Rec
+    from tests.converters.tiny import tiny_split
 
     info, teacher = load_teacher(tiny_teacher)
     cfg = distil.resolve_student(
@@ -148,3 +149,6 @@ def test_init_from_teacher_keeps_the_item_geometry(tiny_teacher) -> None:
     np.testing.assert_array_equal(student.output_bias.numpy(), teacher.output_bias.numpy())
     with pytest.raises(InputError, match="different vocabularies"):
         distil.init_item_table_from_teacher(BERT4Rec(teacher.num_items + 1, cfg), teacher)
+    no_teacher = DistilConfig(epochs=1, alpha=0.0, init_from_teacher=True)
+    with pytest.raises(InputError, match="init_from_teacher needs a teacher"):
+        distil.run(tiny_split(), distil.DistilOptions(cfg, no_teacher, progress=False))
