@@ -4,10 +4,10 @@ Runs the command (a subprocess each, so the numbers are the command's own) and p
 its table; the full results land in ``benchmarks/out/fedsim-*/result.json``.
 
 * ``ml100k``: time split at the 0.8 quantile, the shipped model built by the command
-  (teacher d=64, student d=48, see ``edgerec/federated/simbundle.py``) unless
+  (teacher d=64, student d=48, see ``edgerec/simulation/shipped_bundle.py``) unless
   ``--ml-bundle`` reuses one, federated rows through the real coordinator over HTTP.
 * ``synth``: ``--synth-users`` users from ``edgerec data synth``'s generator with the
-  post-cut-off trend shift of ``edgerec/federated/simdata.py`` (cut-off at the 0.5
+  post-cut-off trend shift of ``edgerec/simulation/population.py`` (cut-off at the 0.5
   quantile: ~54k devices for 100k users), a smaller teacher/student (L=20; the TOML
   files below), federated rows aggregated in-process (same device pipeline and
   fixed-point sum; no HTTP, no SecAgg masks — 50k devices over HTTP do not fit this

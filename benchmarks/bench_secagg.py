@@ -1,6 +1,6 @@
 """Benchmark: SecAgg+ client cost, bytes on the wire and server unmask time.
 
-Runs complete in-process rounds (``edgerec.federated.simulate.run_secagg_round``, every
+Runs complete in-process rounds (``edgerec.simulation.secagg_round.run_secagg_round``, every
 message through its JSON wire form) with a 10,000-value update per client, for cohorts
 of 100 and 1,000, with no dropout and with 30% of the cohort dropping out after upload
 (and after the share phase), and checks every time that the unmasked sum equals the
@@ -42,7 +42,7 @@ import numpy as np
 from edgerec.federated.dp import privatize
 from edgerec.federated.protocol import RoundParams
 from edgerec.federated.secagg import suggest_graph
-from edgerec.federated.simulate import run_secagg_round
+from edgerec.simulation.secagg_round import run_secagg_round
 
 OUT = Path(__file__).resolve().parent / "out"
 

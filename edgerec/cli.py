@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "edgerec.converters.cli",
     "edgerec.bench.cli",
     "edgerec.coordinator.cli",
-    "edgerec.federated.cli",
+    "edgerec.simulation.cli",
 )
 
 EPILOG = """\

@@ -50,9 +50,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgerec.coordinator import wire
 from edgerec.errors import EdgerecError, InputError
 from edgerec.features import FeatureSpec
+from edgerec.federated import wire
 from edgerec.federated.dp import privatize
 from edgerec.federated.errors import FederatedError
 from edgerec.federated.local import LocalTrainer
@@ -66,7 +66,7 @@ from edgerec.federated.secagg import SecAggClient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncClient", "SyncError", "SyncReport", "asgi_transport"]
+__all__ = ["SyncClient", "SyncError", "SyncReport"]
 
 #: LocalTrainer options a round may set (anything else in ``training`` is ignored)
 TRAINER_OPTIONS = ("lr", "epochs", "batch_size", "l2", "max_examples")
@@ -143,48 +143,6 @@ class _UrllibHttp:
 
     def close(self) -> None:
         pass
-
-
-def asgi_transport(app: Any) -> Any:
-    """A synchronous ``httpx`` transport that calls an ASGI app in-process (no socket).
-
-    Wraps ``httpx.ASGITransport`` (async-only): each request runs to completion on a
-    private event loop driven by the calling thread (one request at a time; a lock
-    serialises callers from several threads), so the synchronous :class:`SyncClient`
-    can talk to ``edgerec.coordinator.app.create_app(...)`` directly in tests and
-    simulations. Call ``close()`` when done.
-    """
-    import asyncio
-    import threading
-
-    import httpx
-
-    class _Bridge(httpx.BaseTransport):
-        def __init__(self) -> None:
-            self._inner = httpx.ASGITransport(app=app)
-            self._loop = asyncio.new_event_loop()
-            self._lock = threading.Lock()
-
-        async def _send(self, request: httpx.Request) -> tuple[int, list, bytes]:
-            response = await self._inner.handle_async_request(request)
-            body = await response.aread()
-            return response.status_code, list(response.headers.multi_items()), body
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            inner = httpx.Request(
-                request.method, request.url, headers=request.headers, content=request.read()
-            )
-            with self._lock:
-                status, headers, body = self._loop.run_until_complete(self._send(inner))
-            return httpx.Response(status, headers=headers, content=body, request=request)
-
-        def close(self) -> None:
-            with self._lock:
-                if not self._loop.is_closed():
-                    self._loop.run_until_complete(self._loop.shutdown_default_executor())
-                    self._loop.close()
-
-    return _Bridge()
 
 
 # ============================================================================== model

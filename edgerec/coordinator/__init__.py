@@ -5,7 +5,6 @@ uvicorn. Install with ``pip install 'edgerec[coordinator]'`` (FastAPI, uvicorn,
 httpx, cryptography, dp-accounting).
 
 Modules:
-    wire      HTTP routes, error codes, client ids (stdlib only; the device imports it)
     storage   storage interface keyed by a database URL; ``sqlite`` implements it
     security  device tokens (stored hashed), enrollment keys, rate limits
     devices   enrollment and authentication
@@ -17,5 +16,7 @@ Modules:
     server    uvicorn runner (TLS, single-process lock)
     cli       ``edgerec coordinator ...``
 
-Importing this package loads nothing heavy; import the submodules you need.
+The HTTP contract it shares with devices (routes, error codes, client ids) is
+:mod:`edgerec.federated.wire`. Importing this package loads nothing heavy; import the
+submodules you need.
 """

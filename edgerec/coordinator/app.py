@@ -26,8 +26,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from edgerec import __version__
+from edgerec.federated import wire
 
-from . import schemas, wire
+from . import schemas
 from .config import RoundConfig
 from .errors import ApiError
 from .limits import BodySizeLimit

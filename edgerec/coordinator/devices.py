@@ -6,7 +6,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import errors, wire
+from edgerec.federated import wire
+
+from . import errors
 from .security import EnrollKeys, hash_token, new_device_id, new_token, parse_token, token_matches
 from .storage import Device, Storage
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgerec.errors import EdgerecError
-
-from . import wire
+from edgerec.federated import wire
 
 
 class ApiError(EdgerecError):
@@ -18,7 +17,7 @@ class ApiError(EdgerecError):
 
     Args:
         status: HTTP status code.
-        code: stable machine-readable code (see :mod:`edgerec.coordinator.wire`).
+        code: stable machine-readable code (see :mod:`edgerec.federated.wire`).
         detail: what was wrong and what to do, for humans.
         headers: extra response headers (``Retry-After``, ``WWW-Authenticate``).
         extra: more JSON fields of the error body (e.g. the round ``state``).

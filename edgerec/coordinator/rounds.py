@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerec.federated import wire
 from edgerec.federated.accountant import DpAccountant
 from edgerec.federated.dp import device_noise_std
 from edgerec.federated.errors import ProtocolError, SecAggError
@@ -56,7 +57,7 @@ from edgerec.federated.protocol import (
 from edgerec.federated.sampling import cap_delta, max_cohort, min_cohort_for, round_tail
 from edgerec.federated.secagg import SecAggServer, suggest_graph
 
-from . import errors, wire
+from . import errors
 from .config import MAX_DEGREE, RoundConfig, ServerConfig
 from .storage import DONE, FAILED, FINAL_STATES, PHASES, Device, Head, Message, Round, Storage
 from .storage import dumps as canonical

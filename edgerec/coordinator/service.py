@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgerec import __version__
+from edgerec.federated import wire
 
-from . import errors, wire
+from . import errors
 from .config import ServerConfig
 from .devices import DeviceRegistry
 from .rounds import RoundEngine, round_params

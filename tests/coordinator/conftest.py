@@ -16,7 +16,8 @@ from edgerec.coordinator.config import RoundConfig, ServerConfig
 from edgerec.coordinator.security import EnrollKeys
 from edgerec.coordinator.service import Coordinator
 from edgerec.coordinator.sqlite import SqliteStorage
-from edgerec.runtime.sync import SyncClient, asgi_transport
+from edgerec.runtime.sync import SyncClient
+from edgerec.simulation.asgi import asgi_transport
 from tests.coordinator.harness import (
     ADMIN_TOKEN,
     ENROLL_KEY,

@@ -9,7 +9,7 @@ HEAVY = ("fastapi", "starlette", "uvicorn", "pydantic", "dp_accounting", "scipy"
 
 
 def test_runtime_sync_imports_no_server_side_modules():
-    code = "import edgerec.runtime.sync, edgerec.coordinator.wire, edgerec.coordinator"
+    code = "import edgerec.runtime.sync, edgerec.federated.wire, edgerec.coordinator"
     assert heavy_modules_loaded(code, HEAVY) == []
 
 

@@ -18,7 +18,7 @@ from edgerec.federated.secagg import (
     prg_uint32,
     suggest_graph,
 )
-from edgerec.federated.simulate import run_secagg_round
+from edgerec.simulation.secagg_round import run_secagg_round
 from tests.federated.conftest import make_params, plain_sum, random_inputs
 
 

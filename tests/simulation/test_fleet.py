@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from edgerec.federated.simfleet import CoordinatorThread, Fleet, FleetDevice, SimClock
+from edgerec.simulation.fleet import CoordinatorThread, Fleet, FleetDevice, SimClock
 from tests.coordinator.harness import TinyModel, make_bundle, make_store
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from edgerec.data.dataset import Interactions
 from edgerec.features import FeatureSpec
-from edgerec.federated.simeval import Evaluator, central_finetune, device_examples
-from edgerec.federated.timesplit import encode_devices, time_split
+from edgerec.simulation.evaluation import Evaluator, central_finetune, device_examples
+from edgerec.simulation.timesplit import encode_devices, time_split
 from edgerec.vocab import Vocab
 
 
@@ -71,7 +71,7 @@ def test_evaluator_and_central_finetune_bookkeeping() -> None:
         calls.append(len(rows))
         return np.zeros((len(rows), spec.num_items), np.float32)
 
-    from edgerec.federated.timesplit import DeviceArrays
+    from edgerec.simulation.timesplit import DeviceArrays
 
     devs = [DeviceArrays(np.array([1, 2, 3, 4]), 2, 5), DeviceArrays(np.array([2, 3]), 1, 6)]
     ev = Evaluator(spec, score, devs)
@@ -187,7 +187,7 @@ def test_inprocess_round_is_the_mean_of_the_device_updates() -> None:
     of the devices' clipped LocalTrainer updates (up to the 2^-f grid)."""
     from edgerec.federated.clipping import clip_l2
     from edgerec.federated.local import Examples, LocalTrainer
-    from edgerec.federated.simulation import run_inprocess_rounds
+    from edgerec.simulation.experiment import run_inprocess_rounds
 
     spec = FeatureSpec(max_len=4, num_items=30)
     rng = np.random.default_rng(0)

@@ -2,14 +2,14 @@
 
 The pipeline (each step in its own module):
 
-1. :mod:`~edgerec.federated.timesplit` — cut the log at a global time ``T``; events
+1. :mod:`~edgerec.simulation.timesplit` — cut the log at a global time ``T``; events
    before ``T`` train the shipped model, later ones live only on the devices; each
    device's last interaction is its test target (full ranking).
-2. :mod:`~edgerec.federated.simbundle` — teacher + real converter on the pre-``T`` log
+2. :mod:`~edgerec.simulation.shipped_bundle` — teacher + real converter on the pre-``T`` log
    (or ``--bundle`` to reuse one built that way).
-3. :mod:`~edgerec.federated.simeval` — runtime scoring, the shipped / local-only /
+3. :mod:`~edgerec.simulation.evaluation` — runtime scoring, the shipped / local-only /
    centralized fine-tune rows and the metrics.
-4. :mod:`~edgerec.federated.simfleet` — federated rows through the real coordinator
+4. :mod:`~edgerec.simulation.fleet` — federated rows through the real coordinator
    over HTTP (SecAgg+, DP noise, accountant), devices running ``SyncClient.sync()``;
    or, with ``transport="inprocess"`` (large synthetic populations), the same device
    pipeline (``LocalTrainer`` -> ``dp.privatize``) summed in fixed point in-process by
@@ -259,13 +259,18 @@ def run_simulation(
     """Run every row of the table; returns the JSON-able result (also written to
     ``out_dir/result.json``).
 
-    ``population`` (a :class:`~edgerec.federated.simdata.SynthPopulation`) replaces
+    ``population`` (a :class:`~edgerec.simulation.population.SynthPopulation`) replaces
     ``data`` with a synthetic population with a post-cut-off trend shift.
     """
     from edgerec.data.load import load_raw
-    from edgerec.federated.simeval import Evaluator, central_finetune, device_examples, local_only
-    from edgerec.federated.timesplit import encode_devices, time_split
     from edgerec.runtime import Recommender
+    from edgerec.simulation.evaluation import (
+        Evaluator,
+        central_finetune,
+        device_examples,
+        local_only,
+    )
+    from edgerec.simulation.timesplit import encode_devices, time_split
 
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -273,7 +278,7 @@ def run_simulation(
     population_info = None
     cutoff = cfg.cutoff
     if population is not None:
-        from edgerec.federated.simdata import synthetic_population
+        from edgerec.simulation.population import synthetic_population
 
         raw, population_info = synthetic_population(population)
         name, cutoff = f"synthetic ({population.users} users)", population_info["cutoff"]
@@ -290,7 +295,7 @@ def run_simulation(
 
     build_info: dict[str, Any] = {}
     if bundle is None:
-        from edgerec.federated.simbundle import build_bundle
+        from edgerec.simulation.shipped_bundle import build_bundle
 
         t0 = time.perf_counter()
         bundle, build_info = build_bundle(
@@ -434,7 +439,7 @@ def run_simulation(
 
 
 def _not_evaluable(a: Any) -> Any:
-    from edgerec.federated.timesplit import DeviceArrays
+    from edgerec.simulation.timesplit import DeviceArrays
 
     return DeviceArrays(a.history, a.n_train, 0)
 
@@ -444,14 +449,14 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
     import shutil
 
     from edgerec.coordinator.config import RoundConfig
-    from edgerec.federated.simfleet import (
+    from edgerec.runtime import HistoryStore
+    from edgerec.simulation.fleet import (
         CoordinatorThread,
         Fleet,
         FleetDevice,
         SimClock,
         run_rounds,
     )
-    from edgerec.runtime import HistoryStore
 
     work = Path(work)
     shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,8 @@ import numpy as np
 
 from edgerec.features import FeatureSpec
 from edgerec.federated.local import Examples, LocalTrainer, build_examples
-from edgerec.federated.timesplit import DeviceArrays
 from edgerec.metrics import paired_bootstrap, per_user_metrics, target_ranks
+from edgerec.simulation.timesplit import DeviceArrays
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """HTTP contract between the sync client and the coordinator (stdlib only).
 
-Shared by :mod:`edgerec.coordinator.app` and ``edgerec.runtime.sync``, so it must
-stay importable on a device: no fastapi, no numpy-heavy work.
+Shared by the coordinator (:mod:`edgerec.coordinator.app` and its round engine) and
+the device (``edgerec.runtime.sync``); it lives with the other building blocks both
+sides agree on, so neither side imports the other. Stays importable on a device: no
+fastapi, no numpy-heavy work.
 
 Routes (all JSON; binary fields standard base64; ``{r}`` is the integer round
 number, ``{d}`` the caller's device id — another device's id is refused with 403)::

@@ -112,8 +112,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         # dp-accounting warns when it drops an RDP order that does not converge (the
         # epsilon is then computed from the other orders: still an upper bound)
         logging.getLogger("absl").setLevel(logging.ERROR)
-    from edgerec.federated.simbundle import SIM_CONVERT, SIM_TEACHER, load_overrides
-    from edgerec.federated.simulation import SimConfig, format_table, run_simulation
+    from edgerec.simulation.experiment import SimConfig, format_table, run_simulation
+    from edgerec.simulation.shipped_bundle import SIM_CONVERT, SIM_TEACHER, load_overrides
 
     cfg = SimConfig(
         cutoff_quantile=args.cutoff_quantile,
@@ -144,7 +144,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     population = None
     if args.synth_users:
-        from edgerec.federated.simdata import SynthPopulation
+        from edgerec.simulation.population import SynthPopulation
 
         population = SynthPopulation(
             users=args.synth_users,
