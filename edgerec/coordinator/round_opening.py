@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from edgerec.federated.dp import device_noise_std
 from edgerec.federated.errors import ProtocolError
@@ -117,27 +118,11 @@ class RoundOpener:
                 raise errors.invalid(f"round parameters: {exc}", field=exc.field) from None
             seed = os.urandom(32)
             selected = count_sampled(seed, tx.device_ids_enrolled_by(now), plan.sampling_rate)
-            stored = {
-                "secagg": params.to_wire(),
-                "config": cfg.to_json(),
-                "population": population,
-                "sampling_rate": plan.sampling_rate,
-                "expected_cohort": cfg.cohort_target,
-                "max_cohort": plan.bound,
-                "cap_tail": plan.cap_tail,
-                "selected": selected,
-                "delta": plan.delta,
-                "target_epsilon": plan.target_epsilon,
-                "epsilon_after": finite_or_none(plan.epsilon_after),
-                "phase_timeout_s": cfg.phase_timeout,
-                "server_lr": cfg.server_lr,
-                "training": cfg.training,
-            }
             rnd = Round(
                 round_id=0,
                 base_version=head.version,
                 state=PHASES[0],
-                params=stored,
+                params=_stored_params(params, cfg, plan, selected),
                 seed=seed,
                 opened_at=now,
                 deadline=deadline,
@@ -213,6 +198,28 @@ class RoundOpener:
                 field="min_cohort",
             )
         return SamplingPlan(population, q, delta, target, eps_after, bound, tail)
+
+
+def _stored_params(
+    params: RoundParams, cfg: RoundConfig, plan: SamplingPlan, selected: int
+) -> dict[str, Any]:
+    """What a round records about how it was opened (``Round.params``)."""
+    return {
+        "secagg": params.to_wire(),
+        "config": cfg.to_json(),
+        "population": plan.population,
+        "sampling_rate": plan.sampling_rate,
+        "expected_cohort": cfg.cohort_target,
+        "max_cohort": plan.bound,
+        "cap_tail": plan.cap_tail,
+        "selected": selected,
+        "delta": plan.delta,
+        "target_epsilon": plan.target_epsilon,
+        "epsilon_after": finite_or_none(plan.epsilon_after),
+        "phase_timeout_s": cfg.phase_timeout,
+        "server_lr": cfg.server_lr,
+        "training": cfg.training,
+    }
 
 
 def _check_can_open(tx: Transaction, cfg: RoundConfig) -> tuple[Head, int]:
