@@ -8,7 +8,14 @@ Modules:
     storage   storage interface keyed by a database URL; ``sqlite`` implements it
     security  device tokens (stored hashed), enrollment keys, rate limits
     devices   enrollment and authentication
-    rounds    the round engine: phases, validation, SecAgg+ aggregation, publishing
+    rounds    the round engine (a facade over the modules below)
+      round_opening, cohort_sampling    opening a round, selecting its cohort
+      phase, phase_advertise, phase_share, phase_upload, phase_unmask
+                                        the protocol's phases, one module each
+      phase_transitions                 closing phases, failing rounds
+      message_intake, group_commit      storing device messages, batched commits
+      device_reads, live_rounds         downloads; the in-memory SecAgg state
+      publishing, privacy_ledger        the new head; (epsilon, delta) spent
     service   the ``Coordinator`` facade (head, status, admin)
     schemas   pydantic request models (OpenAPI)
     limits    request-body size limit (ASGI middleware)

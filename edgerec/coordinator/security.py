@@ -34,7 +34,6 @@ from pathlib import Path
 from edgerec.errors import InputError
 
 TOKEN_BYTES = 32
-DEVICE_ID_RE = re.compile(r"^d-[0-9a-f]{24}$")
 TOKEN_RE = re.compile(r"^(d-[0-9a-f]{24})\.([A-Za-z0-9_-]{43})$")
 
 

@@ -24,7 +24,8 @@ from edgerec.federated import wire
 from . import errors
 from .config import ServerConfig
 from .devices import DeviceRegistry
-from .rounds import RoundEngine, round_params
+from .round_state import round_params
+from .rounds import RoundEngine
 from .security import EnrollKeys
 from .storage import DONE, FAILED, PHASES, Head, Round, Storage, StorageError
 

@@ -24,6 +24,7 @@ import secrets
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from edgerec.federated.clipping import clip_l2
 from edgerec.federated.fixedpoint import coordinate_bound, decode_sum, encode
@@ -112,13 +113,24 @@ def privatize(
 
 
 def mean_update(
-    total: np.ndarray, params: RoundParams, denominator: int | None = None
+    total: np.ndarray,
+    params: RoundParams,
+    denominator: int | None = None,
+    *,
+    dtype: DTypeLike = np.float32,
 ) -> np.ndarray:
-    """Coordinator side: the unmasked uint32 sum -> the float32 average update.
+    """Coordinator side: the unmasked uint32 sum -> the average update.
 
     Divides by a **fixed** denominator, ``params.cohort_target`` by default (DP-FedAvg):
     dividing by the number of survivors would make the released value depend on how many
     devices took part, which the accountant does not cover.
+
+    Args:
+        total: the ring sum of the devices' fixed-point updates (``vector_length`` values).
+        params: the round's parameters (``frac_bits``, ``cohort_target``).
+        denominator: the fixed denominator, if not ``params.cohort_target``.
+        dtype: of the result; the mean is computed in float64 and cast to it once
+            (the coordinator keeps float64 to add it to the head before rounding).
     """
     denom = params.cohort_target if denominator is None else int(denominator)
     if denom < 1:
@@ -126,4 +138,4 @@ def mean_update(
     arr = np.asarray(total)
     if arr.shape != (params.vector_length,):
         raise ValueError(f"sum has shape {arr.shape}, expected ({params.vector_length},)")
-    return (decode_sum(arr, params.frac_bits) / denom).astype(np.float32)
+    return (decode_sum(arr, params.frac_bits) / denom).astype(dtype)

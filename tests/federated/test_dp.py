@@ -118,3 +118,14 @@ def test_calibrate_noise_and_max_rounds() -> None:
     n = max_rounds(1.1, 0.01, 1e-5, ABADI_EPS)
     assert n == 10_000
     assert max_rounds(0.3, 1.0, 1e-5, 1.0) == 0
+
+
+def test_mean_update_in_float64_is_the_unrounded_mean() -> None:
+    p = make_params(noise_multiplier=0.0, vector_length=3, cohort_target=7)
+    total = np.zeros(3, np.uint32)
+    for _ in range(3):
+        total += privatize(np.array([0.3, -0.7, 0.1]), p).values
+    exact = mean_update(total, p, dtype=np.float64)
+    assert exact.dtype == np.float64 and mean_update(total, p).dtype == np.float32
+    assert np.array_equal(exact, decode(total, p.frac_bits) / 7)
+    assert np.array_equal(exact.astype(np.float32), mean_update(total, p))
