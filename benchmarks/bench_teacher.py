@@ -35,7 +35,9 @@ def main() -> int:
     parser.add_argument("--data", default="movielens-100k")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-teacher")
     parser.add_argument("--config", type=Path, help="teacher TOML (default: built-in)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.json"
+    )
     args = parser.parse_args()
 
     per_seed = []
