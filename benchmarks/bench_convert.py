@@ -29,7 +29,8 @@ The synthetic parts cache data and teacher under ``out/synth/<name>-<recipe hash
 (delete it to retrain); a teacher that does not beat most-popular (paired-bootstrap
 CI above 0) is not converted.
 
-Results go to ``benchmarks/out/convert_<part>.json`` and a short table is printed.
+Results go to ``benchmarks/results/convert_<part>.json`` (``--results``) and a short table is
+printed; bundles and caches stay under ``--out`` (``benchmarks/out/``, not committed).
 
     .venv/bin/python benchmarks/bench_convert.py --teacher runs/teacher
     nice -n 5 .venv/bin/python benchmarks/bench_convert.py --parts scale
@@ -552,7 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", type=Path, default=ROOT / "runs" / "teacher")
     p.add_argument("--data", default="movielens-100k")
     p.add_argument("--config", type=Path, help="converter TOML (default: default.toml)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="work folder")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="folder for convert_<part>.json",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument(
@@ -649,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         result["machine"] = machine()
         result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
         result["teacher_dir"] = str(args.teacher)
-        save(args.out, part, result)
+        save(args.results, part, result)
         results[part] = result
     print_table(results)
     np.set_printoptions()

@@ -18,7 +18,7 @@ updates divided by the cohort: the uploads were not just stored, they aggregate.
 
 The load generator speaks HTTP/1.1 over raw asyncio streams (pre-serialised
 requests) so that on this 2-core machine the client takes as little CPU from the
-server as possible. Writes ``benchmarks/out/coordinator.json``, prints a table.
+server as possible. Writes ``benchmarks/results/coordinator.json``, prints a table.
 
 Usage::
 
@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path(__file__).resolve().parent / "out"
+OUT = Path(__file__).resolve().parent / "out"  # scratch work folders (not committed)
+RESULTS = Path(__file__).resolve().parent / "results"
 ENROLL_KEY = "bench-enroll-key-0123456789"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 
@@ -273,7 +274,7 @@ def main() -> int:
     ap.add_argument("--degree", type=int, default=16, help="SecAgg+ neighbour degree")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--out", type=Path, default=OUT / "coordinator.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "coordinator.json")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-coord-", dir=OUT if OUT.is_dir() else None))

@@ -10,7 +10,7 @@ memory (``ru_maxrss`` of that subprocess, and its baseline after imports). With
     python benchmarks/bench_data_load.py                 # ~5M rows
     python benchmarks/bench_data_load.py --rows 1000000  # quicker
 
-Writes ``benchmarks/out/data_load.json`` and prints a short table.
+Writes ``benchmarks/results/data_load.json`` and prints a short table.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="reuse/keep the CSV at this path")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure traced peak")
-    parser.add_argument("--out", type=Path, default=HERE / "out" / "data_load.json")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "data_load.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """Benchmark: ``edgerec simulate-federated`` on MovieLens-100K and on a synthetic population.
 
 Runs the command (a subprocess each, so the numbers are the command's own) and prints
-its table; the full results land in ``benchmarks/out/fedsim-*/result.json``.
+its table; each run's ``result.json`` is copied to ``benchmarks/results/fedsim-<run>.json``
+(models and work files stay under ``benchmarks/out/``, not committed).
 
 * ``ml100k``: time split at the 0.8 quantile, the shipped model built by the command
   (teacher d=64, student d=48, see ``edgerec/simulation/shipped_bundle.py``) unless
@@ -26,13 +27,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path(__file__).resolve().parent / "out"
+OUT = Path(__file__).resolve().parent / "out"  # work folders (not committed)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 SYNTH_TEACHER = """\
 [model]
@@ -77,6 +80,15 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def keep_result(run_name: str) -> Path:
+    """Copy ``OUT/<run_name>/result.json`` into the committed results folder."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    kept = RESULTS / f"{run_name}.json"
+    shutil.copyfile(OUT / run_name / "result.json", kept)
+    print(f"wrote {kept}")
+    return kept
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--parts", default="ml100k,synth", help="comma list: ml100k,synth")
@@ -100,6 +112,7 @@ def main() -> int:
         if args.ml_bundle:
             cmd += ["--bundle", str(args.ml_bundle)]
         print(f"ml100k: {run(cmd):.0f} s")
+        keep_result("fedsim-ml100k")
     if "synth" in parts:
         cfg = OUT / "fedsim-synth-config"
         cfg.mkdir(parents=True, exist_ok=True)
@@ -117,6 +130,7 @@ def main() -> int:
         if args.synth_bundle:
             cmd += ["--bundle", str(args.synth_bundle)]
         print(f"synth: {run(cmd):.0f} s")
+        keep_result(name)
     return 0
 
 

@@ -10,7 +10,7 @@ after its transaction committed — for both durability modes:
 * ``threads4``: 4 threads calling ``record()`` concurrently (group commit);
 
 plus ``history(user, limit=50)`` read latency. Writes
-``benchmarks/out/history_store.json`` and prints a table.
+``benchmarks/results/history_store.json`` and prints a table.
 
 Usage::
 
@@ -35,7 +35,8 @@ from pathlib import Path
 
 from edgerec.runtime.history import HistoryStore
 
-OUT = Path(__file__).resolve().parent / "out"
+OUT = Path(__file__).resolve().parent / "out"  # scratch databases (not committed)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _fresh(folder: Path, name: str, **kwargs) -> HistoryStore:
@@ -142,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, default=None, help="folder for the databases (default: under out/)"
     )
-    parser.add_argument("--out", type=Path, default=OUT / "history_store.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "history_store.json")
     args = parser.parse_args(argv)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="bench-history-", dir=args.dir or args.out.parent))
+    (args.dir or OUT).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-history-", dir=args.dir or OUT))
     results: dict = {}
     try:
         for sync in ("normal", "full"):
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "sqlite": sqlite3.sqlite_version,
             "cpus": os.cpu_count(),
-            "disk_folder": str(args.dir or args.out.parent),
+            "disk_folder": str(args.dir or OUT),
         },
         "args": {"events": args.events, "repeats": args.repeats, "users": args.users},
         "results": results,

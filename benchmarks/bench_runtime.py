@@ -1,6 +1,6 @@
 """Benchmark: the on-device runtime (``edgerec bench``) on a bundle.
 
-A thin wrapper around ``edgerec bench`` that writes ``benchmarks/out/runtime.json``
+A thin wrapper around ``edgerec bench`` that writes ``benchmarks/results/runtime.json``
 and prints the tables. Any further arguments are passed to ``edgerec bench``
 (see ``edgerec bench --help``): threads, backends, precisions, runs, the teacher
 for the TensorFlow comparison, the catalog sizes of the scaling curve.
@@ -37,12 +37,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "out" / "runtime.json"
+OUT = ROOT / "benchmarks" / "results" / "runtime.json"
 DEFAULT_BUNDLE = ROOT / "bundles" / "ml100k"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``edgerec bench BUNDLE --out benchmarks/out/runtime.json [extra args]``."""
+    """Run ``edgerec bench BUNDLE --out benchmarks/results/runtime.json [extra args]``."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="other arguments are passed to 'edgerec bench'",

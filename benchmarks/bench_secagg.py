@@ -18,7 +18,7 @@ Client compute = key generation + every phase method + serialising what the clie
 + parsing what it receives, as CPU time of the thread (``time.thread_time``, robust to
 other load on the machine; wall time is in the JSON too). Bytes = UTF-8 JSON bodies.
 A small warm-up round runs first.
-Writes ``benchmarks/out/secagg.json`` and prints a table.
+Writes ``benchmarks/results/secagg.json`` and prints a table.
 
 Usage::
 
@@ -44,7 +44,7 @@ from edgerec.federated.protocol import RoundParams
 from edgerec.federated.secagg import suggest_graph
 from edgerec.simulation.secagg_round import run_secagg_round
 
-OUT = Path(__file__).resolve().parent / "out"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _params(n: int, length: int, k: int, t: int) -> RoundParams:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the extra t = k/2 + 1 run for the largest cohort",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=OUT / "secagg.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "secagg.json")
     args = ap.parse_args(argv)
 
     run(20, args.length, 8, 4, 0.0, "after_upload", args.seed)  # warm-up

@@ -7,7 +7,7 @@ validation only, max length 50.
 
     .venv/bin/python benchmarks/bench_teacher.py --seeds 42 43 44
 
-Writes ``benchmarks/out/teacher.json`` and prints mean ± sd per protocol.
+Writes ``benchmarks/results/teacher.json`` and prints mean ± sd per protocol.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main() -> int:
     parser.add_argument("--data", default="movielens-100k")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-teacher")
     parser.add_argument("--config", type=Path, help="teacher TOML (default: built-in)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "teacher.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.json"
+    )
     args = parser.parse_args()
 
     per_seed = []

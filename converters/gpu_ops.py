@@ -1,7 +1,7 @@
 """GPU-delegate readiness of a ``.tflite`` file, decided by reading its operators.
 
 ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` flags nothing in TF 2.21
-(TOOLCHAIN.md), so edgerec certifies GPU readiness itself: every operator of the
+(docs/toolchain.md), so edgerec certifies GPU readiness itself: every operator of the
 model must be one the LiteRT GPU delegate accepts, and the tensors it computes on
 must be floats. The rules and the operator list below are transcribed from the
 delegate's own compatibility check, which the delegate runs when it partitions a

@@ -1,6 +1,6 @@
 """ONNX pass: SavedModel -> ``.onnx`` (tf2onnx) and its fp16 / int8-dynamic variants.
 
-Traps handled (TOOLCHAIN.md):
+Traps handled (docs/toolchain.md):
 
 * tf2onnx logs "Unsupported ops" and still returns 0 and writes a file ONNX
   Runtime refuses: its log is captured and any unsupported op is a failure.

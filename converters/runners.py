@@ -3,7 +3,7 @@
 * ``.tflite`` — ``ai_edge_litert.interpreter.Interpreter`` (XNNPACK on by
   default), inputs set by signature name (tensor indices read from the
   flatbuffer), outputs copied before the next ``invoke()`` (they point into
-  interpreter memory, TOOLCHAIN.md).
+  interpreter memory, docs/toolchain.md).
 * ``.onnx`` — an ``onnxruntime.InferenceSession`` on the CPU provider.
 
 Both are batch 1, as on a device.

@@ -1,7 +1,7 @@
 """Export pass: Keras student -> SavedModel with a static ``[1, L]`` int32 signature.
 
 ``model.export(dir, "tf_saved_model", input_signature=[TensorSpec([1, L], int32)])``
-gives a fully static graph (TOOLCHAIN.md: a dynamic batch adds SHAPE/PACK/GATHER
+gives a fully static graph (docs/toolchain.md: a dynamic batch adds SHAPE/PACK/GATHER
 shape-math ops). Never ``from_concrete_functions`` on a Keras 3 model: it drops
 the weights.
 """

@@ -4,7 +4,7 @@
 # Proves that the aarch64 wheels of edgerec[runtime] (numpy, ai-edge-litert,
 # onnxruntime, flatbuffers + edgerec's own wheel) install for CPython 3.11 and
 # reproduce the bundle's reference outputs on an ARM CPU (Cortex-A72, the
-# Raspberry Pi 4 core). Recipe: /work/shared/TOOLCHAIN.md section 5.
+# Raspberry Pi 4 core). Recipe: docs/toolchain.md, aarch64 section.
 #
 # Usage:
 #   device_tests/emulate-aarch64.sh [BUNDLE] [-- EXTRA_PYTEST_ARGS...]

@@ -208,5 +208,5 @@ class BERT4Rec(keras.Model):
 
 
 def serving_signature(max_len: int) -> list[tf.TensorSpec]:
-    """The static ``[1, L]`` int32 input signature used for export (TOOLCHAIN.md)."""
+    """The static ``[1, L]`` int32 input signature used for export (docs/toolchain.md)."""
     return [tf.TensorSpec([1, max_len], tf.int32, name="items")]

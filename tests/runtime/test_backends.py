@@ -149,7 +149,7 @@ def _kwargs(manifest, art) -> dict:
 
 @slow
 def test_outputs_are_owned_copies(tiny_bundle: Path) -> None:
-    """TOOLCHAIN pitfall: interpreter outputs must be copied before the next invoke."""
+    """docs/toolchain.md pitfall: interpreter outputs must be copied before the next invoke."""
     manifest, arts = _artifacts(tiny_bundle)
     rows = np.load(tiny_bundle / "reference" / "inputs.npy")
     for art in arts:
