@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from edgerec.converters.config import ConvertConfig, Precision, Target
     from edgerec.converters.pipeline import ConvertResult, convert
-    from edgerec.converters.validate import GateFailed, ParityError
+    from edgerec.converters.validate import GateFailed
 
 _EXPORTS = {
     "ConvertConfig": "edgerec.converters.config",
@@ -34,14 +34,12 @@ _EXPORTS = {
     "ConvertResult": "edgerec.converters.pipeline",
     "convert": "edgerec.converters.pipeline",
     "GateFailed": "edgerec.converters.validate",
-    "ParityError": "edgerec.converters.validate",
 }
 
 __all__ = [
     "ConvertConfig",
     "ConvertResult",
     "GateFailed",
-    "ParityError",
     "Precision",
     "Target",
     "convert",

@@ -37,7 +37,7 @@ from edgerec.converters.artifacts import ModelArtifact, scores_output
 from edgerec.converters.config import Precision, Target
 from edgerec.converters.distil import StudentArtifact
 from edgerec.converters.gpu_ops import certify
-from edgerec.converters.tflite_schema import read_model
+from edgerec.runtime.tflite_schema import read_model
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgerec.bundle import BundleWriter
-from edgerec.converters.tflite_schema import MANIFEST_METADATA, embed_metadata
+from edgerec.runtime.tflite_schema import MANIFEST_METADATA, embed_metadata
 
 log = logging.getLogger(__name__)
 

@@ -323,7 +323,7 @@ def _assign_roles(artifacts: list[ModelArtifact]) -> tuple[str | None, str | Non
 
 def _gpu_verdicts(artifacts: list[ModelArtifact]) -> None:
     from edgerec.converters.gpu_ops import certify
-    from edgerec.converters.tflite_schema import read_model
+    from edgerec.runtime.tflite_schema import read_model
 
     for a in artifacts:
         if a.gpu or a.error:

@@ -20,7 +20,8 @@ error naming the file and the reason. This module is TensorFlow-free.
 **Input contract of an artifact.** ``ArtifactEntry.inputs`` lists the model's
 inputs; each has ``name``, ``shape``, ``dtype`` and ``feed``, which says how a
 runtime builds it from the encoded item row (``FeatureSpec.encode``, int32
-``[L]``) — see :data:`FEEDS` and :func:`build_feeds`. Standard artifacts take the
+``[L]``) — see :data:`FEEDS` (``edgerec.runtime.backends.litert.InputFeeds``
+builds them). Standard artifacts take the
 row itself; the GPU variant takes float embedding rows plus a float key mask
 (the GPU delegate computes on floats only).
 """
@@ -149,34 +150,6 @@ class Manifest:
                 return a
         names = ", ".join(a.name for a in self.artifacts)
         raise BundleError(f"{self.root}: no artifact named {name!r} (have: {names})")
-
-
-def build_feeds(
-    inputs: list[dict[str, Any]], row: np.ndarray, tables: dict[str, np.ndarray] | None = None
-) -> dict[str, np.ndarray]:
-    """The feeds of one batch-1 call for an encoded item row (see :data:`FEEDS`).
-
-    Args:
-        inputs: ``ArtifactEntry.inputs``.
-        row: int32 ``[L]`` from :meth:`FeatureSpec.encode`.
-        tables: loaded tables by file name, for ``embedding_rows`` inputs.
-    """
-    row = np.asarray(row)
-    feeds: dict[str, np.ndarray] = {}
-    for spec in inputs:
-        feed = spec.get("feed", "items")
-        if feed == "items":
-            feeds[spec["name"]] = row.astype(np.int32)[None]
-        elif feed == "embedding_rows":
-            name = spec.get("table")
-            if not tables or name not in tables:
-                raise BundleError(f"input {spec['name']!r} needs the table {name!r}")
-            feeds[spec["name"]] = tables[name][row].astype(np.float32)[None]
-        elif feed == "key_mask":
-            feeds[spec["name"]] = (row != PAD_ID).astype(np.float32)[None]
-        else:
-            raise BundleError(f"input {spec.get('name')!r}: unknown feed {feed!r}")
-    return feeds
 
 
 def read_manifest(root: str | Path) -> Manifest:
