@@ -95,7 +95,7 @@ def run_convert(args: argparse.Namespace) -> int:
         max_eval_users=args.max_eval_users,
     )
     from edgerec.converters.pipeline import convert
-    from edgerec.converters.validate import GateFailed
+    from edgerec.converters.passes.validate import GateFailed
 
     try:
         result = convert(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgerec.converters.gpu_ops import GPU_SUPPORTED_OPS, certify
+from edgerec.converters.passes.gpu_ops import GPU_SUPPORTED_OPS, certify
 from edgerec.runtime.tflite_schema import ModelInfo, OperatorInfo, TensorInfo
 
 

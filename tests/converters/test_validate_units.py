@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerec.converters.validate import Check, GateFailed, top_k_overlap
+from edgerec.converters.passes.validate import Check, GateFailed, top_k_overlap
 
 
 def test_top_k_overlap_is_a_set_measure() -> None:

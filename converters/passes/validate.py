@@ -414,7 +414,6 @@ def run(
 
 def check_embedded(
     path: Path,
-    fmt: str,
     artifact: ModelArtifact,
     options: ValidationOptions,
     reference: np.ndarray,
