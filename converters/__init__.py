@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgerec.converters.config import ConvertConfig, Precision, Target
-    from edgerec.converters.pipeline import ConvertResult, convert
     from edgerec.converters.passes.validate import GateFailed
+    from edgerec.converters.pipeline import ConvertResult, convert
 
 _EXPORTS = {
     "ConvertConfig": "edgerec.converters.config",

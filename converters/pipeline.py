@@ -463,9 +463,7 @@ def _convert(
                 fallback_artifact=fallback_name,
                 timings=timings,
             ),
-            package.PackageOptions(
-                prepared.out_dir, prepared.force, work, cfg.validation.threads
-            ),
+            package.PackageOptions(prepared.out_dir, prepared.force, work, cfg.validation.threads),
         )
     status = summary["status"]
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING

@@ -316,7 +316,6 @@ class BundleManifest:
         }
 
 
-
 @dataclass
 class Manifest:
     """Parsed ``manifest.json`` of a bundle."""

@@ -336,9 +336,7 @@ def run(data: PackageInput, options: PackageOptions) -> dict[str, Any]:
         embed_manifest(a.path, str(a.format), {**embedded, "artifact": stable}, target)
         if r.reference_outputs is not None:
             files[entry["reference_output"]] = npy_bytes(r.reference_outputs)
-            check = validate.check_embedded(
-                target, a, opts, r.reference_outputs, options.threads
-            )
+            check = validate.check_embedded(target, a, opts, r.reference_outputs, options.threads)
             log.log(logging.INFO if check.passed else logging.WARNING, "%s", check.line())
             embed_checks.append(check)
             if not check.passed:
@@ -391,9 +389,7 @@ def run(data: PackageInput, options: PackageOptions) -> dict[str, Any]:
     summary = {
         **manifest.to_json(),
         "out_dir": str(options.out_dir),
-        "artifacts": [
-            _report_row(a, by_name[a.name], shipped.get(a.name)) for a in data.artifacts
-        ],
+        "artifacts": [_report_row(a, by_name[a.name], shipped.get(a.name)) for a in data.artifacts],
         "checks": {r.name: [c.to_json() for c in r.checks] for r in data.reports},
         "metadata_checks": [c.to_json() for c in embed_checks],
         "distillation_history": student.history,

@@ -16,9 +16,7 @@ import time
 import numpy as np
 
 
-def best_time(
-    rng: np.random.Generator, budget: float, b: int, m: int, k: int, n: int
-) -> float:
+def best_time(rng: np.random.Generator, budget: float, b: int, m: int, k: int, n: int) -> float:
     """Best per-call time of a float32 ``[b, m, k] @ [b, k, n]`` matmul."""
     lhs = rng.standard_normal((b, m, k) if b > 1 else (m, k), dtype=np.float32)
     rhs = rng.standard_normal((b, k, n) if b > 1 else (k, n), dtype=np.float32)
@@ -44,9 +42,7 @@ def best_time(
 def main(argv: list[str]) -> None:
     shapes, budget, peak_n = json.loads(argv[0])
     rng = np.random.default_rng(0)
-    res: dict[str, object] = {
-        "shapes": [[*s, best_time(rng, budget, *s)] for s in shapes]
-    }
+    res: dict[str, object] = {"shapes": [[*s, best_time(rng, budget, *s)] for s in shapes]}
     res["peak"] = [
         peak_n,
         min(best_time(rng, budget, 1, peak_n, peak_n, peak_n) for _ in range(3)),

@@ -213,8 +213,8 @@ def _measure_config(
     options: BenchOptions,
     with_load: bool = True,
 ) -> dict[str, Any]:
-    from edgerec.runtime import Recommender
     from edgerec.bench import runtime_bench as rb
+    from edgerec.runtime import Recommender
 
     rec = Recommender.open(
         bundle,
@@ -259,8 +259,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Measure a bundle; returns the report (see ``edgerec bench --help`` for its keys)."""
     from tqdm.auto import tqdm
 
-    from edgerec.bundle import open_bundle
     from edgerec.bench import runtime_bench as rb
+    from edgerec.bundle import open_bundle
     from edgerec.vocab import Vocab
 
     bundle = Path(options.bundle)
@@ -383,9 +383,9 @@ def _teacher(
 def _catalog(manifest: Any, options: BenchOptions) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
+    from edgerec.bench import runtime_bench as rb
     from edgerec.bench.synthetic import SyntheticSpec
     from edgerec.bundle import open_bundle
-    from edgerec.bench import runtime_bench as rb
     from edgerec.vocab import Vocab
 
     if options.catalog_arch == "default":

@@ -42,11 +42,10 @@ import numpy as np
 
 from edgerec.bundle import Manifest
 from edgerec.errors import EdgerecError
-from edgerec.vocab import Vocab
-
 from edgerec.runtime.history import Event, HistoryStore
 from edgerec.runtime.recommender import Recommender
 from edgerec.runtime.tflite_schema import schema
+from edgerec.vocab import Vocab
 
 __all__ = [
     "MacCount",
@@ -249,7 +248,6 @@ def bench_recommend_for(
 # -- fresh-process load time and memory ------------------------------------------------
 
 
-
 def measure_load(
     bundle: str | Path,
     backend: str,
@@ -416,7 +414,6 @@ def count_macs(path: str | Path) -> MacCount:
 
 
 # -- single-core GEMM rate and the roofline --------------------------------------------
-
 
 
 def gemm_rates(

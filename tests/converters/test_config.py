@@ -105,7 +105,8 @@ def test_config_import_is_tensorflow_free() -> None:
     import sys
 
     code = (
-        "import sys, edgerec.converters, edgerec.converters.config, edgerec.converters.passes.gpu_ops,"
+        "import sys, edgerec.converters, edgerec.converters.config,"
+        " edgerec.converters.passes.gpu_ops,"
         " edgerec.runtime.tflite_schema,"
         " edgerec.converters.passes.validate, edgerec.converters.report, edgerec.converters.cli;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
