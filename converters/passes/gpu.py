@@ -144,19 +144,6 @@ def build_module(student: StudentArtifact):  # -> tf.Module
     return GpuStudent()
 
 
-def feeds_for_rows(rows: np.ndarray, table: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The GPU variant's inputs for int32 item rows ``[R, L]`` (batch 1 each)."""
-    out = []
-    for row in np.asarray(rows):
-        out.append(
-            {
-                EMBEDDINGS_INPUT: table[row].astype(np.float32)[None],
-                MASK_INPUT: (row != 0).astype(np.float32)[None],
-            }
-        )
-    return out
-
-
 def run(student: StudentArtifact, options: GpuOptions) -> ModelArtifact:
     """Build, convert (fp16 weights) and certify the GPU variant."""
     import tensorflow as tf
