@@ -24,15 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgerec.bundle import STATUS_ACCEPTED, STATUS_REJECTED, check_output_dir
-from edgerec.converters.artifacts import ModelArtifact, SavedModelArtifact
-from edgerec.converters.config import SUPPORTED, ConvertConfig, Precision, Target
+from edgerec.converters.config import ConvertConfig
 from edgerec.converters.passes.validate import ArtifactReport, Check, GateFailed, ValidationOptions
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
-from edgerec.features import FeatureSpec
 
 if TYPE_CHECKING:
     from edgerec.converters.distil import StudentArtifact
@@ -40,15 +36,6 @@ if TYPE_CHECKING:
     from edgerec.teacher.config import ModelConfig
 
 log = logging.getLogger(__name__)
-
-#: which artifact becomes the bundle's default, in order of preference
-DEFAULT_PREFERENCE = (
-    (Target.TFLITE, Precision.INT8_DYNAMIC),
-    (Target.TFLITE, Precision.FP16),
-    (Target.TFLITE, Precision.FP32),
-    (Target.ONNX, Precision.INT8_DYNAMIC),
-    (Target.ONNX, Precision.FP32),
-)
 
 
 @dataclass
@@ -138,187 +125,6 @@ def prepare(
     return Prepared(Path(teacher), info, split, name, config, student_cfg, out_dir, force)
 
 
-def _select_rows(
-    split: LeaveOneOutSplit, spec: FeatureSpec, config: ConvertConfig, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration rows, held-out parity rows and their users (disjoint users).
-
-    Calibration: ``calibration_samples`` rows cut from *training* sequences of one
-    group of users (random prefixes, ``[MASK]`` appended, as at inference).
-    Parity: the test-split input rows of other users.
-    """
-    rng = np.random.default_rng(seed + 1)
-    users = rng.permutation(len(split.train))
-    want = config.validation.num_sequences
-    if len(users) >= want + 10:
-        parity_users = users[:want]
-    else:
-        parity_users = users[: max(1, (2 * len(users)) // 3)]
-        log.warning(
-            "only %d users: %d parity rows instead of %d", len(users), len(parity_users), want
-        )
-    calib_users = np.setdiff1d(users, parity_users)
-    if len(calib_users) == 0:
-        calib_users = users[-1:]
-    histories = []
-    picks = rng.choice(calib_users, size=config.export.calibration_samples, replace=True)
-    for u in picks:
-        seq = split.train[int(u)]
-        if len(seq) == 0:
-            continue
-        cut = int(rng.integers(1, len(seq) + 1))
-        histories.append(seq[:cut])
-    calibration = spec.encode_batch(histories)
-    test_inputs = split.test_inputs()
-    parity = spec.encode_batch([test_inputs[int(u)] for u in parity_users])
-    return calibration, parity, parity_users
-
-
-def _eval_set(
-    split: LeaveOneOutSplit, config: ConvertConfig
-) -> tuple[list[np.ndarray], np.ndarray]:
-    inputs = split.test_inputs()
-    targets = np.asarray(split.test_target)
-    limit = config.validation.max_eval_users
-    if limit and limit < len(inputs):
-        rng = np.random.default_rng(config.distil.seed + 2)
-        keep = np.sort(rng.choice(len(inputs), size=limit, replace=False))
-        inputs = [inputs[int(i)] for i in keep]
-        targets = targets[keep]
-    return inputs, targets
-
-
-def _exclusions(histories: list[np.ndarray], mode: str, window: int) -> list[np.ndarray] | None:
-    if mode == "none":
-        return None
-    if mode == "input":
-        return [h[-window:] for h in histories]
-    return histories
-
-
-def _build_artifacts(
-    prepared: Prepared,
-    student: StudentArtifact,
-    saved: SavedModelArtifact,
-    calibration: np.ndarray,
-    work: Path,
-    progress: bool,
-) -> list[ModelArtifact]:
-    """TFLite, ONNX and GPU artifacts; a failed conversion becomes an artifact with
-    ``error`` set (it then fails its gate) instead of aborting the run."""
-    from tqdm.auto import tqdm
-
-    from edgerec.converters.passes import gpu, tflite
-    from edgerec.converters.passes import onnx as onnx_pass
-
-    cfg = prepared.config.export
-    jobs: list[tuple[Target, Precision]] = []
-    for target in cfg.targets:
-        for precision in cfg.all_precisions:
-            if precision in SUPPORTED[target]:
-                jobs.append((target, precision))
-            else:
-                log.info("%s has no %s mode; skipped", target, precision)
-    if Target.TFLITE not in cfg.targets:
-        log.info("tflite not targeted: the cpu-fallback is the ONNX fp32 artifact")
-    total = len(jobs) + (1 if cfg.gpu else 0)
-    artifacts: list[ModelArtifact] = []
-    bar = tqdm(total=total, desc="export", unit="artifact", disable=not progress)
-    fp32_onnx: Path | None = None
-    for target, precision in jobs:
-        filename = f"student.{precision}.{target}"
-        path = work / filename
-        bar.set_postfix_str(f"{target}/{precision}")
-        try:
-            if target is Target.TFLITE:
-                artifact = tflite.run(
-                    saved,
-                    tflite.TFLiteOptions(
-                        precision,
-                        path,
-                        calibration=calibration,
-                        per_channel=cfg.int8_per_channel,
-                    ),
-                )
-            else:
-                artifact = onnx_pass.run(
-                    saved,
-                    onnx_pass.OnnxOptions(precision, path, cfg.onnx_opset, fp32_path=fp32_onnx),
-                )
-                if precision is Precision.FP32:
-                    fp32_onnx = path
-        except Exception as exc:  # recorded as a failed "converts" check
-            log.error("%s/%s conversion failed: %s", target, precision, exc)
-            artifact = ModelArtifact(
-                name=f"{target}-{precision}",
-                path=path,
-                filename=filename,
-                format=target,
-                precision=precision,
-                inputs=[],
-                outputs=[],
-                error=f"{type(exc).__name__}: {exc}",
-            )
-        artifacts.append(artifact)
-        bar.update()
-    if cfg.gpu:
-        bar.set_postfix_str("gpu variant")
-        path = work / "student.fp16.gpu.tflite"
-        try:
-            artifacts.append(gpu.run(student, gpu.GpuOptions(path, work)))
-        except Exception as exc:
-            log.error("GPU variant failed: %s", exc)
-            artifacts.append(
-                ModelArtifact(
-                    name="tflite-fp16-gpu",
-                    path=path,
-                    filename=path.name,
-                    format=Target.TFLITE,
-                    precision=Precision.FP16,
-                    inputs=[],
-                    outputs=[],
-                    roles=["gpu"],
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-            )
-        bar.update()
-    bar.close()
-    return artifacts
-
-
-def _assign_roles(artifacts: list[ModelArtifact]) -> tuple[str | None, str | None]:
-    """Mark the default and cpu-fallback artifacts; returns their names."""
-    by_key = {(a.format, a.precision): a for a in artifacts if "gpu" not in a.roles}
-    default = next(
-        (by_key[k] for k in DEFAULT_PREFERENCE if k in by_key and not by_key[k].error), None
-    )
-    fallback = by_key.get((Target.TFLITE, Precision.FP32)) or by_key.get(
-        (Target.ONNX, Precision.FP32)
-    )
-    if default is not None:
-        default.roles.append("default")
-    if fallback is not None:
-        fallback.roles.append("cpu-fallback")
-    return (default.name if default else None), (fallback.name if fallback else None)
-
-
-def _gpu_verdicts(artifacts: list[ModelArtifact]) -> None:
-    from edgerec.converters.passes.gpu_ops import certify
-    from edgerec.runtime.tflite_schema import read_model
-
-    for a in artifacts:
-        if a.gpu or a.error:
-            continue
-        if a.format is Target.TFLITE:
-            a.gpu = certify(read_model(a.path)).to_json()
-        else:
-            a.gpu = {
-                "ready": False,
-                "blocking_ops": [],
-                "reasons": ["GPU readiness is certified for TFLite artifacts only"],
-            }
-
-
 def convert(
     teacher: str | Path,
     data: str | Path | LeaveOneOutSplit,
@@ -371,8 +177,8 @@ def convert(
 def _convert(
     prepared: Prepared, work: Path, timings: dict[str, float], progress: bool
 ) -> ConvertResult:
-    from edgerec.converters import distil
-    from edgerec.converters.passes import package, quality, savedmodel, validate
+    from edgerec.converters import distil, rows
+    from edgerec.converters.passes import export, package, quality, savedmodel, validate
     from edgerec.teacher.artifacts import load_teacher
 
     cfg = prepared.config
@@ -389,24 +195,26 @@ def _convert(
     spec = student.spec
     with _timed(timings, "export savedmodel"):
         saved = savedmodel.run(student, savedmodel.ExportOptions(work / "saved_model"))
-    calibration, parity_rows, parity_users = _select_rows(split, spec, cfg, seed)
+    calibration, parity_rows, parity_users = rows.select_rows(split, spec, cfg, seed)
     with _timed(timings, "convert"):
-        artifacts = _build_artifacts(prepared, student, saved, calibration, work, progress)
-    default_name, fallback_name = _assign_roles(artifacts)
-    _gpu_verdicts(artifacts)
+        exported = export.run(
+            student, saved, calibration, export.ExportAllOptions(cfg.export, work, progress)
+        )
+    artifacts = exported.artifacts
+    default_name, fallback_name = exported.default_artifact, exported.fallback_artifact
 
     with _timed(timings, "validate"):
         from edgerec.teacher.scoring import KerasScorer
 
         expected = KerasScorer(student.model, spec).score_rows(parity_rows)
-        histories, targets = _eval_set(split, cfg)
+        histories, targets = rows.eval_set(split, cfg)
         mode = cfg.validation.exclude_mode
         options = ValidationOptions(
             parity_rows=parity_rows,
             expected=expected,
             eval_rows=spec.encode_batch(histories),
             eval_targets=targets,
-            eval_exclude=_exclusions(histories, mode, spec.history_len),
+            eval_exclude=rows.exclusions(histories, mode, spec.history_len),
             latency_runs=cfg.validation.latency_runs,
             threads=cfg.validation.threads,
             reference_rows=min(cfg.validation.reference_rows, len(parity_rows)),
