@@ -2,9 +2,12 @@
 
 ::
 
-    prepare (checks, TF-free) -> distil -> export SavedModel -> TFLite / ONNX per
-    precision -> GPU variant -> validate (real interpreters) -> gates -> embed
-    manifest -> bundle (atomic) + report
+    prepare (checks, TF-free) -> distil -> savedmodel -> export (TFLite / ONNX per
+    precision, GPU variant, roles) -> validate (the runtime's backends) ->
+    quality -> gates -> package (embedded manifest, atomic bundle, report)
+
+The passes live in :mod:`edgerec.converters.passes`; this module only checks the
+inputs, wires the passes together and decides the bundle's status.
 
 Bad input raises :class:`~edgerec.errors.InputError` (exit 2) before anything is
 trained. A failed gate still publishes the bundle, with ``status: rejected`` in

@@ -1,8 +1,8 @@
 """The converter's passes, in pipeline order.
 
-``savedmodel`` (Keras student -> static-signature SavedModel) -> ``tflite`` /
-``onnx`` (one artifact per precision) -> ``gpu`` (the GPU-delegate variant;
-``gpu_ops`` certifies operators) -> ``validate`` (every artifact through the
+``savedmodel`` (Keras student -> static-signature SavedModel) -> ``export``
+(runs ``tflite`` / ``onnx`` for each precision and ``gpu`` for the GPU-delegate
+variant, whose operators ``gpu_ops`` certifies) -> ``validate`` (every artifact through the
 runtime's backends) -> ``quality`` (retention against the teacher) ->
 ``package`` (manifest + atomic bundle). Each module holds a frozen options
 dataclass and one ``run()``; :mod:`edgerec.converters.pipeline` wires them.
