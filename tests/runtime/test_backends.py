@@ -166,6 +166,23 @@ def test_outputs_are_owned_copies(tiny_bundle: Path) -> None:
 
 
 @slow
+def test_io_signature_matches_the_manifest(tiny_bundle: Path) -> None:
+    """What converter validation checks: the loaded model's inputs and outputs."""
+    manifest, arts = _artifacts(tiny_bundle)
+    n = manifest.feature_spec.num_items
+    for art in arts:
+        be = create_backend(
+            art.format, manifest.path(art.path), accelerator="cpu", **_kwargs(manifest, art)
+        )
+        sig = be.io_signature()
+        assert {i["name"]: (i["shape"], i["dtype"]) for i in art.inputs} == sig.inputs, art.name
+        assert list(sig.outputs.values()) == [([1, n], "float32")], art.name
+        be.close()
+        with pytest.raises(BackendError, match="closed|no interpreter"):
+            be.io_signature()
+
+
+@slow
 def test_litert_threads_do_not_change_results(tiny_bundle: Path) -> None:
     manifest = open_bundle(tiny_bundle)
     art = manifest.artifact("tflite-fp32")
