@@ -139,7 +139,7 @@ def part_ml100k(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, An
 
 def part_teacher(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
     from edgerec.converters.config import Precision
-    from edgerec.converters.tflite import TFLiteOptions, convert_saved_model
+    from edgerec.converters.passes.tflite import TFLiteOptions, convert_saved_model
 
     path = args.out / "teacher.fp32.tflite"
     t0 = time.perf_counter()

@@ -95,7 +95,7 @@ def compare_with(ref: str, bundle: Path, rounds: int = 60, calls: int = 100) -> 
     import numpy as np
 
     import edgerec.runtime as current
-    from edgerec.runtime import bench as rb
+    from edgerec.bench import runtime_bench as rb
 
     with tempfile.TemporaryDirectory(prefix="edgerec-baseline-") as tmp:
         try:

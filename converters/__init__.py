@@ -12,9 +12,10 @@ Entry point::
     result = convert("runs/teacher", "movielens-100k", "bundles/ml100k")
     print(result.status, result.summary["quality"])
 
-Passes (one module each, a typed options dataclass and a ``run()``):
-``distil`` -> ``savedmodel`` -> ``tflite`` / ``onnxconv`` -> ``gpu`` ->
-``validate`` -> ``package`` + ``report``; ``pipeline.convert`` chains them.
+Passes (one module each in :mod:`edgerec.converters.passes`, a frozen options
+dataclass and a ``run()``): ``distil`` -> ``savedmodel`` -> ``tflite`` / ``onnx``
+-> ``gpu`` -> ``validate`` (the runtime's own backends) -> ``quality`` ->
+``package`` (+ ``report``); ``pipeline.convert`` wires them.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgerec.converters.config import ConvertConfig, Precision, Target
+    from edgerec.converters.passes.validate import GateFailed
     from edgerec.converters.pipeline import ConvertResult, convert
-    from edgerec.converters.validate import GateFailed, ParityError
 
 _EXPORTS = {
     "ConvertConfig": "edgerec.converters.config",
@@ -33,15 +34,13 @@ _EXPORTS = {
     "Target": "edgerec.converters.config",
     "ConvertResult": "edgerec.converters.pipeline",
     "convert": "edgerec.converters.pipeline",
-    "GateFailed": "edgerec.converters.validate",
-    "ParityError": "edgerec.converters.validate",
+    "GateFailed": "edgerec.converters.passes.validate",
 }
 
 __all__ = [
     "ConvertConfig",
     "ConvertResult",
     "GateFailed",
-    "ParityError",
     "Precision",
     "Target",
     "convert",

@@ -94,8 +94,8 @@ def run_convert(args: argparse.Namespace) -> int:
         d_model=args.d_model,
         max_eval_users=args.max_eval_users,
     )
+    from edgerec.converters.passes.validate import GateFailed
     from edgerec.converters.pipeline import convert
-    from edgerec.converters.validate import GateFailed
 
     try:
         result = convert(

@@ -20,7 +20,8 @@ error naming the file and the reason. This module is TensorFlow-free.
 **Input contract of an artifact.** ``ArtifactEntry.inputs`` lists the model's
 inputs; each has ``name``, ``shape``, ``dtype`` and ``feed``, which says how a
 runtime builds it from the encoded item row (``FeatureSpec.encode``, int32
-``[L]``) — see :data:`FEEDS` and :func:`build_feeds`. Standard artifacts take the
+``[L]``) — see :data:`FEEDS` (``edgerec.runtime.backends.litert.InputFeeds``
+builds them). Standard artifacts take the
 row itself; the GPU variant takes float embedding rows plus a float key mask
 (the GPU delegate computes on floats only).
 """
@@ -31,16 +32,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgerec._hashing import sha256_file
 from edgerec.errors import EdgerecError, InputError
 from edgerec.features import FeatureSpec
-from edgerec.vocab import PAD_ID
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -101,6 +101,221 @@ class ArtifactEntry:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+class Precision(StrEnum):
+    """Numeric mode of an exported artifact."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, float activations (dynamic range)
+    INT8 = "int8"  # int8 weights and activations (representative-data calibration)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def bytes_per_weight(self) -> int:
+        return {"fp32": 4, "fp16": 2}.get(self.value, 1)
+
+
+class Format(StrEnum):
+    """File format of an artifact (which runtime backend runs it)."""
+
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """Hash and size of one bundle file (``files[path]``)."""
+
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class DistillationInfo:
+    """How the student was distilled (``model.distillation``)."""
+
+    alpha: float
+    temperature: float
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The student model (``model``): id, content version, architecture, config."""
+
+    id: str
+    version: str
+    architecture: str
+    config: dict[str, Any]
+    num_params: int
+    distillation: DistillationInfo
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """The teacher the student was distilled from (``teacher``)."""
+
+    fingerprint: str
+    path: str
+    config: dict[str, Any]
+    num_params: int
+    metrics: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The training data (``dataset``)."""
+
+    name: str
+    num_users: int
+    num_items: int
+    num_interactions: int
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """The vocabulary file and its reserved ids (``vocab``)."""
+
+    path: str
+    sha256: str
+    num_items: int
+    pad_id: int
+    mask_id: int
+    reserved: str
+
+
+@dataclass(frozen=True)
+class PopularityInfo:
+    """The empty-history fallback ranking (``popularity``)."""
+
+    path: str
+    dtype: str
+    description: str
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """The trainable head for federated updates (``head``)."""
+
+    path: str
+    version: int
+    base_model_version: str
+    params: dict[str, list[int]]
+    description: str
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """Reference rows and outputs for device-side parity checks (``reference``)."""
+
+    inputs: str
+    student: str
+    rows: int
+    description: str
+
+
+@dataclass(frozen=True)
+class GatesInfo:
+    """Outcome of the converter's gates (``gates``)."""
+
+    passed: bool
+    failures: list[str]
+    warnings: list[str]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The converter's report files (``report``)."""
+
+    markdown: str = "report.md"
+    json: str = "report.json"
+    plot: str = "report.png"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The conversion settings that made the bundle (``recipe``): the converter's
+    config as JSON plus the seed, kept as written so any config key round-trips."""
+
+    settings: dict[str, Any]
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.settings, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class BundleIdentity:
+    """What a bundle is: the part of the manifest also embedded in each artifact."""
+
+    status: str
+    edgerec_version: str
+    model: ModelInfo
+    teacher: TeacherInfo
+    dataset: DatasetInfo
+    vocab: VocabInfo
+    feature_spec: dict[str, Any]
+    recipe: Recipe
+    default_artifact: str | None
+    fallback_artifact: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "edgerec_version": self.edgerec_version,
+            "model": asdict(self.model),
+            "teacher": asdict(self.teacher),
+            "dataset": asdict(self.dataset),
+            "vocab": asdict(self.vocab),
+            "feature_spec": self.feature_spec,
+            "recipe": self.recipe.to_json(),
+            "default_artifact": self.default_artifact,
+            "fallback_artifact": self.fallback_artifact,
+        }
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """A converter-made ``manifest.json`` before the writer adds ``artifacts`` and
+    ``files`` (which it hashes as it copies them); see :meth:`BundleWriter.finish`."""
+
+    identity: BundleIdentity
+    created: str
+    gpu_artifact: str | None
+    popularity: PopularityInfo
+    head: HeadInfo
+    reference: ReferenceInfo
+    quality: dict[str, Any]
+    gates: GatesInfo
+    report: ReportFiles = field(default_factory=ReportFiles)
+
+    @property
+    def status(self) -> str:
+        return self.identity.status
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest fields in the order ``manifest.json`` lists them."""
+        return {
+            **self.identity.to_json(),
+            "created": self.created,
+            "gpu_artifact": self.gpu_artifact,
+            "popularity": asdict(self.popularity),
+            "head": asdict(self.head),
+            "reference": asdict(self.reference),
+            "quality": self.quality,
+            "gates": asdict(self.gates),
+            "report": asdict(self.report),
+        }
+
+
 @dataclass
 class Manifest:
     """Parsed ``manifest.json`` of a bundle."""
@@ -149,34 +364,6 @@ class Manifest:
                 return a
         names = ", ".join(a.name for a in self.artifacts)
         raise BundleError(f"{self.root}: no artifact named {name!r} (have: {names})")
-
-
-def build_feeds(
-    inputs: list[dict[str, Any]], row: np.ndarray, tables: dict[str, np.ndarray] | None = None
-) -> dict[str, np.ndarray]:
-    """The feeds of one batch-1 call for an encoded item row (see :data:`FEEDS`).
-
-    Args:
-        inputs: ``ArtifactEntry.inputs``.
-        row: int32 ``[L]`` from :meth:`FeatureSpec.encode`.
-        tables: loaded tables by file name, for ``embedding_rows`` inputs.
-    """
-    row = np.asarray(row)
-    feeds: dict[str, np.ndarray] = {}
-    for spec in inputs:
-        feed = spec.get("feed", "items")
-        if feed == "items":
-            feeds[spec["name"]] = row.astype(np.int32)[None]
-        elif feed == "embedding_rows":
-            name = spec.get("table")
-            if not tables or name not in tables:
-                raise BundleError(f"input {spec['name']!r} needs the table {name!r}")
-            feeds[spec["name"]] = tables[name][row].astype(np.float32)[None]
-        elif feed == "key_mask":
-            feeds[spec["name"]] = (row != PAD_ID).astype(np.float32)[None]
-        else:
-            raise BundleError(f"input {spec.get('name')!r}: unknown feed {feed!r}")
-    return feeds
 
 
 def read_manifest(root: str | Path) -> Manifest:
@@ -261,7 +448,7 @@ class BundleWriter:
         check_output_dir(self.out_dir, force)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
-        self.files: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, FileEntry] = {}
         self.artifacts: list[dict[str, Any]] = []
 
     def __enter__(self) -> BundleWriter:
@@ -272,9 +459,9 @@ class BundleWriter:
 
     def _register(self, rel: str) -> dict[str, Any]:
         path = self.tmp / rel
-        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        entry = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
         self.files[rel] = entry
-        return entry
+        return asdict(entry)
 
     def add_file(self, rel: str, src: str | Path) -> dict[str, Any]:
         """Copy ``src`` into the bundle at ``rel`` and record its hash."""
@@ -298,17 +485,36 @@ class BundleWriter:
         self.artifacts.append(artifact.to_json())
         return artifact
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
-        """Write ``manifest.json`` and move the bundle into place atomically."""
-        data = {
-            "schema_version": SCHEMA_VERSION,
-            **manifest,
-            "artifacts": self.artifacts,
-            "files": dict(sorted(self.files.items())),
-        }
-        (self.tmp / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=False))
+    def finish(self, manifest: BundleManifest | Mapping[str, Any]) -> Path:
+        """Write ``manifest.json`` and move the bundle into place atomically.
+
+        ``manifest`` is the converter's typed :class:`BundleManifest`, or (tests,
+        synthetic bundles) a mapping of manifest fields; the writer adds
+        ``schema_version``, ``artifacts`` and ``files``.
+        """
+        fields = manifest.to_json() if isinstance(manifest, BundleManifest) else dict(manifest)
+        write_manifest(self.tmp, fields, self.artifacts, self.files)
         publish_dir(self.tmp, self.out_dir, self.force)
         return self.out_dir
+
+
+def write_manifest(
+    root: Path,
+    fields: Mapping[str, Any],
+    artifacts: list[dict[str, Any]],
+    files: Mapping[str, FileEntry],
+) -> Path:
+    """Write ``root/manifest.json``: the schema version, ``fields``, the artifact
+    entries and every other file's hash (sorted by path)."""
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        **fields,
+        "artifacts": artifacts,
+        "files": {rel: asdict(entry) for rel, entry in sorted(files.items())},
+    }
+    path = root / MANIFEST
+    path.write_text(json.dumps(data, indent=2, sort_keys=False))
+    return path
 
 
 def check_output_dir(out_dir: Path, force: bool) -> None:

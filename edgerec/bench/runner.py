@@ -1,7 +1,7 @@
 """Orchestration of ``edgerec bench``: which configurations, in which process, and the targets.
 
 :func:`run_bench` measures every backend x precision x threads configuration of a
-bundle in this (TensorFlow-free) process with :mod:`edgerec.runtime.bench`, the
+bundle in this (TensorFlow-free) process with :mod:`edgerec.bench.runtime_bench`, the
 import/open time and RSS in fresh subprocesses, the roofline from the default
 TFLite artifact, the teacher through TensorFlow in a subprocess
 (:mod:`edgerec.bench.teacher`), and the catalog-scaling curve on synthetic bundles
@@ -213,8 +213,8 @@ def _measure_config(
     options: BenchOptions,
     with_load: bool = True,
 ) -> dict[str, Any]:
+    from edgerec.bench import runtime_bench as rb
     from edgerec.runtime import Recommender
-    from edgerec.runtime import bench as rb
 
     rec = Recommender.open(
         bundle,
@@ -259,8 +259,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Measure a bundle; returns the report (see ``edgerec bench --help`` for its keys)."""
     from tqdm.auto import tqdm
 
+    from edgerec.bench import runtime_bench as rb
     from edgerec.bundle import open_bundle
-    from edgerec.runtime import bench as rb
     from edgerec.vocab import Vocab
 
     bundle = Path(options.bundle)
@@ -333,7 +333,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
 
 def _roofline(manifest: Any, report: dict[str, Any]) -> dict[str, Any] | None:
-    from edgerec.runtime import bench as rb
+    from edgerec.bench import runtime_bench as rb
 
     default = manifest.data.get("default_artifact")
     tfl = [a for a in manifest.artifacts if a.format == "tflite" and a.roles != ["gpu"]]
@@ -383,9 +383,9 @@ def _teacher(
 def _catalog(manifest: Any, options: BenchOptions) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
+    from edgerec.bench import runtime_bench as rb
     from edgerec.bench.synthetic import SyntheticSpec
     from edgerec.bundle import open_bundle
-    from edgerec.runtime import bench as rb
     from edgerec.vocab import Vocab
 
     if options.catalog_arch == "default":

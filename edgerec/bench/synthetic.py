@@ -108,11 +108,11 @@ def build(spec: SyntheticSpec, out_dir: str | Path) -> Path:
 
     from edgerec import __version__
     from edgerec.bundle import BundleWriter
-    from edgerec.converters import savedmodel, tflite
     from edgerec.converters.artifacts import scores_output
     from edgerec.converters.config import Precision
     from edgerec.converters.distil import StudentArtifact, encoder_params
-    from edgerec.converters.package import npy_bytes
+    from edgerec.converters.passes import savedmodel, tflite
+    from edgerec.converters.passes.package import npy_bytes
     from edgerec.features import FeatureSpec
     from edgerec.teacher.config import ModelConfig
     from edgerec.teacher.model import BERT4Rec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,17 @@ from edgerec.errors import EdgerecError
 log = logging.getLogger(__name__)
 
 ACCELERATORS = ("auto", "cpu", "gpu")
+
+#: tensor name -> (shape, numpy dtype name)
+TensorSignature = dict[str, tuple[list[int], str]]
+
+
+@dataclass(frozen=True)
+class IOSignature:
+    """Named inputs and outputs of a loaded model."""
+
+    inputs: TensorSignature
+    outputs: TensorSignature
 
 
 class BackendError(EdgerecError):
@@ -53,6 +65,14 @@ class Backend(abc.ABC):
         for i, row in enumerate(rows):
             out[i] = self.run_row(row)
         return out
+
+    def io_signature(self) -> IOSignature:
+        """Inputs and outputs of the loaded model as its interpreter sees them.
+
+        The converter's validation compares them with the bundle contract; the
+        runtime never needs them (it checks shapes when it loads a model).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not report its signature")
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release native resources (optional)."""

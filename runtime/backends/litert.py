@@ -24,10 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.runtime.backends.base import AcceleratorUnavailable, Backend, BackendError
+from edgerec.runtime.backends.base import (
+    AcceleratorUnavailable,
+    Backend,
+    BackendError,
+    IOSignature,
+)
 
 log = logging.getLogger(__name__)
 GPU_DELEGATE_ENV = "EDGEREC_TFLITE_GPU_DELEGATE"
+SIGNATURE = "serving_default"
 _warned: set[str] = set()
 
 
@@ -52,9 +58,11 @@ class LiteRTBackend(Backend):
         accelerator: str = "auto",
         gpu_delegate: str | None = None,
         inputs: list[dict] | None = None,
+        table_dir: str | Path | None = None,
     ) -> None:
         super().__init__(path, num_items, max_len)
-        self._feeds = InputFeeds(inputs, self.path.parent, max_len)
+        tables = Path(table_dir) if table_dir is not None else self.path.parent
+        self._feeds = InputFeeds(inputs, tables, max_len)
         self._lock = threading.Lock()
         self._compiled = None
         self._interpreter = None
@@ -145,6 +153,32 @@ class LiteRTBackend(Backend):
             interp.invoke()
             # get_tensor copies: nothing here points into interpreter memory
             return interp.get_tensor(self._out)[0].astype(np.float32, copy=False)
+
+    def io_signature(self) -> IOSignature:
+        """The ``serving_default`` signature's inputs and outputs (CPU interpreter only)."""
+        from edgerec.runtime.tflite_schema import read_model
+
+        with self._lock:
+            interp = self._interpreter
+            if interp is None:
+                raise BackendError(f"{self.path}: no interpreter to describe (GPU or closed)")
+            info = read_model(self.path)
+            if SIGNATURE not in info.signatures:
+                raise BackendError(
+                    f"{self.path}: no signature {SIGNATURE!r} (have {list(info.signatures)})"
+                )
+            sig = info.signatures[SIGNATURE]
+            details = {d["index"]: d for d in interp.get_input_details()}
+            details.update({d["index"]: d for d in interp.get_output_details()})
+
+            def describe(index: int) -> tuple[list[int], str]:
+                d = details[index]
+                return [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name
+
+            return IOSignature(
+                inputs={name: describe(i) for name, i in sig["inputs"].items()},
+                outputs={name: describe(i) for name, i in sig["outputs"].items()},
+            )
 
     def close(self) -> None:
         """Drop the interpreter (or close the compiled GPU model). Idempotent."""

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.runtime.backends.base import AcceleratorUnavailable, Backend, BackendError
+from edgerec.runtime.backends.base import (
+    AcceleratorUnavailable,
+    Backend,
+    BackendError,
+    IOSignature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +95,33 @@ class OnnxRuntimeBackend(Backend):
         self.providers = used
 
     def run_row(self, row: np.ndarray) -> np.ndarray:
-        session = self._session  # InferenceSession.run is thread-safe
-        if session is None:
-            raise BackendError(f"{self.path}: the backend is closed")
+        session = self._require_session()  # InferenceSession.run is thread-safe
         x = row.reshape(1, self.max_len).astype(self._input_dtype, copy=False)
         (scores,) = session.run([self._output_name], {self._input_name: x})
         return scores[0].astype(np.float32, copy=False)
 
+    def io_signature(self) -> IOSignature:
+        session = self._require_session()
+        return IOSignature(
+            inputs={i.name: (list(i.shape), _ort_dtype(i.type)) for i in session.get_inputs()},
+            outputs={o.name: (list(o.shape), _ort_dtype(o.type)) for o in session.get_outputs()},
+        )
+
+    def _require_session(self):  # noqa: ANN202 - onnxruntime.InferenceSession
+        if self._session is None:
+            raise BackendError(f"{self.path}: the backend is closed")
+        return self._session
+
     def close(self) -> None:
         """Drop the inference session. Idempotent."""
         self._session = None
+
+
+def _ort_dtype(type_name: str) -> str:
+    """numpy dtype name of an ONNX Runtime tensor type (``tensor(float)`` -> ``float32``)."""
+    return {
+        "tensor(float)": "float32",
+        "tensor(float16)": "float16",
+        "tensor(int32)": "int32",
+        "tensor(int64)": "int64",
+    }.get(type_name, type_name)

@@ -105,9 +105,10 @@ def test_config_import_is_tensorflow_free() -> None:
     import sys
 
     code = (
-        "import sys, edgerec.converters, edgerec.converters.config, edgerec.converters.gpu_ops,"
-        " edgerec.converters.tflite_schema, edgerec.converters.runners,"
-        " edgerec.converters.validate, edgerec.converters.report, edgerec.converters.cli;"
+        "import sys, edgerec.converters, edgerec.converters.config,"
+        " edgerec.converters.passes.gpu_ops,"
+        " edgerec.runtime.tflite_schema,"
+        " edgerec.converters.passes.validate, edgerec.converters.report, edgerec.converters.cli;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('tensorflow', 'keras', 'tf2onnx', 'onnx')))"
     )

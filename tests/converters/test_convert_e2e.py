@@ -80,16 +80,17 @@ def test_gpu_variant_is_certified(tiny_bundle: Path) -> None:
 def test_artifacts_reproduce_their_reference_without_tensorflow(tiny_bundle: Path) -> None:
     code = f"""
 import sys, json, numpy as np
-from edgerec.bundle import open_bundle, build_feeds
-from edgerec.converters.runners import open_runner
+from edgerec.bundle import open_bundle
+from edgerec.runtime.backends.base import create_backend
 m = open_bundle({str(tiny_bundle)!r})
 rows = np.load(m.path(m.data["reference"]["inputs"]))
 student = np.load(m.path(m.data["reference"]["student"]))
 out = {{}}
 for a in m.artifacts:
-    tables = {{f: np.load(m.path(f)) for f in a.files}}
-    runner = open_runner(m.path(a.path), a.format)
-    got = np.concatenate([runner.run(build_feeds(a.inputs, r, tables)) for r in rows])
+    extra = {{"inputs": a.inputs}} if a.format == "tflite" else {{}}
+    backend = create_backend(a.format, m.path(a.path), num_items=student.shape[1],
+                             max_len=rows.shape[1], accelerator="cpu", **extra)
+    got = backend.run(rows)
     ref = np.load(m.path(a.reference_output))
     out[a.name] = [float(np.abs(got - ref).max()), float(np.abs(got - student).max())]
 heavy = [k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
@@ -107,7 +108,7 @@ print(json.dumps({{"diffs": out, "heavy": heavy}}))
 def test_embedded_manifest_makes_a_lone_file_self_describing(tiny_bundle: Path) -> None:
     import onnx
 
-    from edgerec.converters.tflite_schema import MANIFEST_METADATA, read_metadata
+    from edgerec.runtime.tflite_schema import MANIFEST_METADATA, read_metadata
 
     m = read_manifest(tiny_bundle)
     for a in m.artifacts:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgerec.converters.gpu_ops import GPU_SUPPORTED_OPS, certify
-from edgerec.converters.tflite_schema import ModelInfo, OperatorInfo, TensorInfo
+from edgerec.converters.passes.gpu_ops import GPU_SUPPORTED_OPS, certify
+from edgerec.runtime.tflite_schema import ModelInfo, OperatorInfo, TensorInfo
 
 
 def t(name: str, shape: list[int], dtype: str = "float32", const: bool = False) -> TensorInfo:

@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgerec.converters.onnxconv import rewrite_erfc, share_item_table  # noqa: E402
+from edgerec.converters.passes.onnx import rewrite_erfc, share_item_table  # noqa: E402
 
 
 def _save_and_run(model, path: Path, feeds: dict) -> np.ndarray:
@@ -119,7 +119,7 @@ def test_tied_table_with_gemm_becomes_matmul_add(tmp_path: Path) -> None:
 
 
 def test_canonicalize_makes_equal_graphs_byte_identical() -> None:
-    from edgerec.converters.onnxconv import canonicalize
+    from edgerec.converters.passes.onnx import canonicalize
 
     def build(suffix: str, swap: bool):
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerec.bundle import build_feeds
-from edgerec.converters.validate import Check, GateFailed, ParityError, top_k_overlap
+from edgerec.converters.passes.validate import Check, GateFailed, top_k_overlap
 
 
 def test_top_k_overlap_is_a_set_measure() -> None:
@@ -25,20 +24,3 @@ def test_check_lines_and_error_types() -> None:
     assert ok.line().startswith("✓ tflite/fp32: max_abs_err 1e-06 (limit <= 0.0001)")
     assert bad.line().startswith("✗ tflite/int8: top10_overlap 0.5")
     assert GateFailed("x").exit_code == 3
-    assert ParityError("x").exit_code == 3
-
-
-def test_feeds_follow_the_bundle_contract() -> None:
-    row = np.array([0, 0, 3, 5, 9], np.int32)
-    table = np.arange(20, dtype=np.float16).reshape(10, 2)
-    inputs = [
-        {"name": "item_embeddings", "feed": "embedding_rows", "table": "t.npy"},
-        {"name": "key_mask", "feed": "key_mask"},
-    ]
-    feeds = build_feeds(inputs, row, {"t.npy": table})
-    assert feeds["item_embeddings"].shape == (1, 5, 2)
-    assert feeds["item_embeddings"].dtype == np.float32
-    np.testing.assert_array_equal(feeds["item_embeddings"][0, 2], [6.0, 7.0])
-    np.testing.assert_array_equal(feeds["key_mask"], [[0, 0, 1, 1, 1]])
-    plain = build_feeds([{"name": "items", "feed": "items"}], row)
-    assert plain["items"].dtype == np.int32 and plain["items"].shape == (1, 5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import edgerec._deps
-from edgerec.bundle import BundleError, build_feeds, open_bundle
+from edgerec.bundle import open_bundle
 from edgerec.errors import MissingExtraError
 from edgerec.runtime.backends import base
 from edgerec.runtime.backends.base import (
@@ -111,10 +111,9 @@ def test_input_feeds_gpu_variant_matches_bundle_contract(tmp_path: Path) -> None
     assert out["item_embeddings"].dtype == np.float32
     np.testing.assert_array_equal(out["item_embeddings"][0], table[row].astype(np.float32))
     np.testing.assert_array_equal(out["key_mask"], [[0, 0, 1, 1]])
-    # the runtime builds exactly what the bundle module documents
-    expected = build_feeds(specs, row, {"emb.npy": table})
-    for name in expected:
-        np.testing.assert_array_equal(out[name], expected[name])
+    assert out["key_mask"].dtype == np.float32
+    plain = InputFeeds(None, tmp_path, max_len=4).build(row)
+    assert list(plain) == ["items"] and plain["items"].shape == (1, 4)
 
 
 def test_input_feeds_errors(tmp_path: Path) -> None:
@@ -127,8 +126,6 @@ def test_input_feeds_errors(tmp_path: Path) -> None:
     bad = [{"name": "e", "feed": "embedding_rows", "table": "bad.npy"}]
     with pytest.raises(BackendError, match=r"bad\.npy: cannot read embedding table"):
         InputFeeds(bad, tmp_path, max_len=4)
-    with pytest.raises(BundleError, match="unknown feed"):
-        build_feeds([{"name": "x", "feed": "audio"}], np.zeros(4, np.int32))
 
 
 # -- real artifacts --------------------------------------------------------------------
@@ -166,6 +163,23 @@ def test_outputs_are_owned_copies(tiny_bundle: Path) -> None:
         np.testing.assert_array_equal(be.run_row(rows[1]), second, err_msg=art.name)
         np.testing.assert_array_equal(be.run(rows[:2])[1], second, err_msg=art.name)
         be.close()
+
+
+@slow
+def test_io_signature_matches_the_manifest(tiny_bundle: Path) -> None:
+    """What converter validation checks: the loaded model's inputs and outputs."""
+    manifest, arts = _artifacts(tiny_bundle)
+    n = manifest.feature_spec.num_items
+    for art in arts:
+        be = create_backend(
+            art.format, manifest.path(art.path), accelerator="cpu", **_kwargs(manifest, art)
+        )
+        sig = be.io_signature()
+        assert {i["name"]: (i["shape"], i["dtype"]) for i in art.inputs} == sig.inputs, art.name
+        assert list(sig.outputs.values()) == [([1, n], "float32")], art.name
+        be.close()
+        with pytest.raises(BackendError, match="closed|no interpreter"):
+            be.io_signature()
 
 
 @slow
@@ -305,7 +319,7 @@ def test_manifest_signatures_match_the_models(tiny_bundle: Path) -> None:
 
 
 def test_latency_stats() -> None:
-    from edgerec.runtime.bench import latency_stats
+    from edgerec.bench.runtime_bench import latency_stats
 
     stats = latency_stats(np.arange(1, 101) / 1000)  # 1..100 ms
     assert stats["runs"] == 100
@@ -326,7 +340,7 @@ def test_bench_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
 @slow
 def test_count_macs_matches_the_architecture(tiny_bundle: Path) -> None:
-    from edgerec.runtime.bench import count_macs
+    from edgerec.bench.runtime_bench import count_macs
 
     manifest = open_bundle(tiny_bundle)
     cfg = manifest.data["model"]["config"]

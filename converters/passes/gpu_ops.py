@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgerec.converters.tflite_schema import ModelInfo, OperatorInfo
+from edgerec.runtime.tflite_schema import ModelInfo, OperatorInfo
 
 SOURCE = (
     "tensorflow/lite/tools/versioning/gpu_compatibility.cc CheckGpuDelegateCompatibility "

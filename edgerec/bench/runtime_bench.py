@@ -23,9 +23,7 @@ The orchestration, the teacher comparison and the synthetic catalogs live in
 
 from __future__ import annotations
 
-import functools
 import gc
-import importlib.util
 import json
 import logging
 import math
@@ -38,17 +36,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgerec.bundle import Manifest
-from edgerec.errors import EdgerecError, MissingExtraError
+from edgerec.errors import EdgerecError
+from edgerec.runtime.history import Event, HistoryStore
+from edgerec.runtime.recommender import Recommender
+from edgerec.runtime.tflite_schema import schema
 from edgerec.vocab import Vocab
-
-from .history import Event, HistoryStore
-from .recommender import Recommender
 
 __all__ = [
     "MacCount",
@@ -250,46 +247,6 @@ def bench_recommend_for(
 
 # -- fresh-process load time and memory ------------------------------------------------
 
-_LOAD_SCRIPT = r"""
-import json, sys, time
-def rss_mb():
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024
-a = json.loads(sys.argv[1])
-rss0 = rss_mb()
-t0 = time.perf_counter()
-import edgerec.runtime
-from edgerec.runtime import Recommender
-t1 = time.perf_counter()
-rss1 = rss_mb()
-rec = Recommender.open(a["bundle"], backend=a["backend"], precision=a["precision"],
-                       accelerator=a["accelerator"], threads=a["threads"])
-t2 = time.perf_counter()
-rss2 = rss_mb()
-rec.recommend(a["history"], k=10)
-t3 = time.perf_counter()
-rss3 = rss_mb()
-import resource
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-peak = peak / 2**20 if sys.platform == "darwin" else peak / 1024
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "tf2onnx"})
-print(json.dumps({
-    "import_s": t1 - t0, "open_s": t2 - t1, "import_open_s": t2 - t0,
-    "first_call_ms": (t3 - t2) * 1e3,
-    "rss_mb_start": rss0, "rss_mb_after_import": rss1, "rss_mb_after_open": rss2,
-    "rss_mb_after_first_call": rss3, "peak_rss_mb": peak,
-    "accelerator": rec.accelerator, "artifact": rec.artifact.name, "heavy_modules": heavy,
-}))
-"""
-
 
 def measure_load(
     bundle: str | Path,
@@ -321,7 +278,7 @@ def measure_load(
     runs = []
     for _ in range(max(1, repeats)):
         proc = subprocess.run(
-            [sys.executable, "-c", _LOAD_SCRIPT, args],
+            [sys.executable, "-m", "edgerec.bench.load_probe", args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -363,21 +320,6 @@ def bundle_bytes(manifest: Manifest) -> dict[str, Any]:
 # -- multiply-accumulates from a .tflite -----------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _schema() -> ModuleType:
-    """The flatbuffer schema module that ships inside ai-edge-litert (no TF import)."""
-    spec = importlib.util.find_spec("ai_edge_litert")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError("runtime", "ai_edge_litert")
-    path = Path(next(iter(spec.submodule_search_locations))) / "schema_py_generated.py"
-    module_spec = importlib.util.spec_from_file_location("_edgerec_bench_tflite_schema", path)
-    if module_spec is None or module_spec.loader is None or not path.is_file():
-        raise MissingExtraError("runtime", "ai_edge_litert")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class MacCount:
     """Multiply-accumulates of one model, by operator, with the matmul shapes.
@@ -408,7 +350,7 @@ def count_macs(path: str | Path) -> MacCount:
     TRANSPOSE_CONV: output (resp. input) elements times the kernel window. Other
     operators are counted by output elements only (not part of the roofline).
     """
-    S = _schema()
+    S = schema()
     buf = Path(path).read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise BenchError(f"{path}: not a TFLite flatbuffer")
@@ -473,44 +415,6 @@ def count_macs(path: str | Path) -> MacCount:
 
 # -- single-core GEMM rate and the roofline --------------------------------------------
 
-_GEMM_SCRIPT = r"""
-import json, sys, time
-import numpy as np
-shapes, budget, peak_n = json.loads(sys.argv[1])
-rng = np.random.default_rng(0)
-def best_time(b, m, k, n):
-    lhs = rng.standard_normal((b, m, k) if b > 1 else (m, k), dtype=np.float32)
-    rhs = rng.standard_normal((b, k, n) if b > 1 else (k, n), dtype=np.float32)
-    out = np.matmul(lhs, rhs)
-    reps = 1
-    while True:
-        t = time.perf_counter()
-        for _ in range(reps):
-            np.matmul(lhs, rhs, out=out)
-        dt = time.perf_counter() - t
-        if dt >= budget / 6 or reps >= 1 << 20:
-            break
-        reps *= 2
-    best = dt / reps
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            np.matmul(lhs, rhs, out=out)
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best
-res = {"shapes": [[*s, best_time(*s)] for s in shapes]}
-res["peak"] = [peak_n, min(best_time(1, peak_n, peak_n, peak_n) for _ in range(3))]
-res["call_s"] = best_time(1, 1, 1, 1)  # numpy's own per-call cost: dispatch, no arithmetic
-import numpy
-res["numpy"] = numpy.__version__
-try:
-    cfg = numpy.show_config(mode="dicts")
-    res["blas"] = cfg["Build Dependencies"]["blas"]["name"]
-except Exception:
-    res["blas"] = "unknown"
-print(json.dumps(res))
-"""
-
 
 def gemm_rates(
     gemms: Sequence[Sequence[int]],
@@ -529,7 +433,7 @@ def gemm_rates(
     unique = sorted({tuple(int(x) for x in g) for g in gemms})
     payload = json.dumps([[list(s) for s in unique], budget_s, peak_size])
     proc = subprocess.run(
-        [sys.executable, "-c", _GEMM_SCRIPT, payload],
+        [sys.executable, "-m", "edgerec.bench.gemm_probe", payload],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,6 +1,6 @@
 """GPU-variant pass: a TFLite student made only of GPU-delegate operators.
 
-The standard student graph is not GPU-ready (see :mod:`edgerec.converters.gpu_ops`):
+The standard student graph is not GPU-ready (see :mod:`edgerec.converters.passes.gpu_ops`):
 it looks items up with GATHER on int32 ids, builds the padding mask with
 NOT_EQUAL/SELECT_V2 on int32/bool tensors, takes the last position with a
 shrinking STRIDED_SLICE and slices the scores in 2-D — the delegate refuses all
@@ -36,8 +36,8 @@ import numpy as np
 from edgerec.converters.artifacts import ModelArtifact, scores_output
 from edgerec.converters.config import Precision, Target
 from edgerec.converters.distil import StudentArtifact
-from edgerec.converters.gpu_ops import certify
-from edgerec.converters.tflite_schema import read_model
+from edgerec.converters.passes.gpu_ops import certify
+from edgerec.runtime.tflite_schema import read_model
 
 log = logging.getLogger(__name__)
 
@@ -144,24 +144,11 @@ def build_module(student: StudentArtifact):  # -> tf.Module
     return GpuStudent()
 
 
-def feeds_for_rows(rows: np.ndarray, table: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The GPU variant's inputs for int32 item rows ``[R, L]`` (batch 1 each)."""
-    out = []
-    for row in np.asarray(rows):
-        out.append(
-            {
-                EMBEDDINGS_INPUT: table[row].astype(np.float32)[None],
-                MASK_INPUT: (row != 0).astype(np.float32)[None],
-            }
-        )
-    return out
-
-
 def run(student: StudentArtifact, options: GpuOptions) -> ModelArtifact:
     """Build, convert (fp16 weights) and certify the GPU variant."""
     import tensorflow as tf
 
-    from edgerec.converters.tflite import TFLiteOptions, convert_saved_model
+    from edgerec.converters.passes.tflite import TFLiteOptions, convert_saved_model
 
     t0 = time.perf_counter()
     module = build_module(student)

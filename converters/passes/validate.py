@@ -2,7 +2,8 @@
 
 For each artifact (batch 1, as on a device):
 
-* **loads** in ai-edge-litert / ONNX Runtime (plus ``onnx.checker`` for ONNX);
+* **loads** in the runtime's LiteRT / ONNX Runtime backend (plus ``onnx.checker``
+  for ONNX);
 * **io**: inputs and the ``[1, n]`` float32 score output are what the bundle
   contract says;
 * **finite**: no NaN/Inf on the held-out parity rows;
@@ -14,9 +15,11 @@ For each artifact (batch 1, as on a device):
 * quality (NDCG/HR/MRR@10 on the test split, full ranking) and p50 latency are
   measured for the report; the quality gate itself is applied by the pipeline.
 
-Failures are typed: :class:`ParityError` for an artifact that does not match its
-reference, :class:`GateFailed` (exit code 3) when any gate of a non-experimental
-artifact or the quality gate fails. Every check logs one ✓/✗ line.
+Artifacts run through the runtime's own backends (:mod:`edgerec.runtime.backends`,
+on the CPU), so what is gated is exactly what a device runs. A failed check is
+recorded, not raised: the pipeline publishes a rejected bundle and then raises
+:class:`GateFailed` (exit code 3) when any gate of a non-experimental artifact or
+the quality gate fails. Every check logs one ✓/✗ line.
 """
 
 from __future__ import annotations
@@ -31,12 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from edgerec.bundle import build_feeds
 from edgerec.converters.artifacts import ModelArtifact
 from edgerec.converters.config import Gate, GateConfig
-from edgerec.converters.runners import open_runner
 from edgerec.errors import EdgerecError
 from edgerec.metrics import metrics_from_ranks, per_user_metrics, target_ranks
+from edgerec.runtime.backends.base import Backend, create_backend
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ class ValidationError(EdgerecError):
     """Base of the validation failures; they end the run with exit code 3."""
 
     exit_code = 3
-
-
-class ParityError(ValidationError):
-    """An artifact's outputs do not match its reference (the Keras student)."""
-
-    def __init__(self, message: str, artifact: str = "", check: str = "") -> None:
-        super().__init__(message)
-        self.artifact = artifact
-        self.check = check
 
 
 class GateFailed(ValidationError):
@@ -170,11 +163,6 @@ class ArtifactReport:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.gating and not c.passed]
 
-    def raise_for_parity(self) -> None:
-        """Raise :class:`ParityError` for the first failing check, if any."""
-        for c in self.failures():
-            raise ParityError(c.line(), self.name, c.name)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -197,29 +185,43 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int = TOP_K) -> np.ndarray:
     return np.array([len(np.intersect1d(x, y)) / k for x, y in zip(ta, tb, strict=True)])
 
 
-def _tables(artifact: ModelArtifact) -> dict[str, np.ndarray]:
-    return {
-        name: np.load(path)
-        for name, path in artifact.extra_files.items()
-        if str(path).endswith(".npy")
+def open_backend(
+    path: Path, artifact: ModelArtifact, num_items: int, max_len: int, threads: int = 1
+) -> Backend:
+    """The runtime's backend for an artifact file, on the CPU as a device's fallback.
+
+    Validation runs artifacts through exactly the code a device runs
+    (:mod:`edgerec.runtime.backends`); the GPU variant's embedding table is read
+    from the work directory the artifact was converted into.
+    """
+    fmt = str(artifact.format)
+    kwargs: dict[str, Any] = {
+        "num_items": num_items,
+        "max_len": max_len,
+        "threads": threads,
+        "accelerator": "cpu",
     }
+    if fmt == "tflite":
+        kwargs.update(inputs=artifact.inputs, table_dir=artifact.path.parent)
+    return create_backend(fmt, path, **kwargs)
 
 
-def _expected_io(artifact: ModelArtifact, runner: Any, num_items: int) -> tuple[bool, str]:
+def _expected_io(artifact: ModelArtifact, backend: Backend, num_items: int) -> tuple[bool, str]:
     problems = []
+    signature = backend.io_signature()
     for spec in artifact.inputs:
-        got = runner.inputs.get(spec["name"])
+        got = signature.inputs.get(spec["name"])
         if got is None:
-            problems.append(f"input {spec['name']!r} missing (has {sorted(runner.inputs)})")
+            problems.append(f"input {spec['name']!r} missing (has {sorted(signature.inputs)})")
             continue
         shape, dtype = got
         if list(shape) != list(spec["shape"]) or dtype != spec["dtype"]:
             problems.append(
                 f"input {spec['name']}: {shape} {dtype}, expected {spec['shape']} {spec['dtype']}"
             )
-    if len(runner.inputs) != len(artifact.inputs):
-        problems.append(f"{len(runner.inputs)} inputs, expected {len(artifact.inputs)}")
-    outputs = list(runner.outputs.values())
+    if len(signature.inputs) != len(artifact.inputs):
+        problems.append(f"{len(signature.inputs)} inputs, expected {len(artifact.inputs)}")
+    outputs = list(signature.outputs.values())
     if len(outputs) != 1:
         problems.append(f"{len(outputs)} outputs, expected 1 (scores)")
     else:
@@ -250,12 +252,15 @@ def validate_artifact(
         checks.append(Check(name, "converts", False, detail=artifact.error))
         return _log(report)
     checks.append(Check(name, "converts", True, f"{artifact.seconds:.1f} s", gating=False))
+    num_items = options.expected.shape[1]
     try:
         if str(artifact.format) == "onnx":
             import onnx
 
             onnx.checker.check_model(str(artifact.path))
-        runner = open_runner(artifact.path, str(artifact.format), options.threads)
+        backend = open_backend(
+            artifact.path, artifact, num_items, options.parity_rows.shape[1], options.threads
+        )
     except Exception as exc:  # any loader failure is a failed check, with its message
         checks.append(Check(name, "loads", False, detail=f"{type(exc).__name__}: {exc}"))
         return _log(report)
@@ -267,15 +272,12 @@ def validate_artifact(
             "ai-edge-litert" if str(artifact.format) == "tflite" else "onnxruntime",
         )
     )
-    num_items = options.expected.shape[1]
-    ok, detail = _expected_io(artifact, runner, num_items)
+    ok, detail = _expected_io(artifact, backend, num_items)
     checks.append(Check(name, "io", ok, detail=detail or "inputs/outputs match the contract"))
     if not ok:
         return _log(report)
 
-    tables = _tables(artifact)
-    feeds = [build_feeds(artifact.inputs, row, tables) for row in options.parity_rows]
-    outputs = np.concatenate([runner.run(f) for f in feeds], axis=0)
+    outputs = backend.run(options.parity_rows)
     finite = bool(np.isfinite(outputs).all())
     checks.append(
         Check(
@@ -342,17 +344,19 @@ def validate_artifact(
         )
     report.reference_outputs = outputs[: options.reference_rows].astype(np.float32)
 
-    # latency: batch-1 invoke only (feeds prepared), p50 over latency_runs calls
+    # latency: one batch-1 call as a device makes it, p50 over latency_runs calls
+    rows = options.parity_rows
     times = []
     for i in range(options.latency_runs):
-        f = feeds[i % len(feeds)]
+        row = rows[i % len(rows)]
         t0 = time.perf_counter()
-        runner.run(f)
+        backend.run_row(row)
         times.append(time.perf_counter() - t0)
     report.metrics["latency_ms_p50"] = float(np.median(times) * 1e3)
     report.metrics["latency_ms_p90"] = float(np.quantile(times, 0.9) * 1e3)
 
-    ranks = _eval_ranks(runner, artifact, tables, options)
+    ranks = _eval_ranks(backend, options)
+    backend.close()
     metrics = metrics_from_ranks(ranks, ks=(TOP_K,))
     report.metrics.update(metrics)
     report.per_user_ndcg = per_user_metrics(ranks, TOP_K)[f"NDCG@{TOP_K}"]
@@ -369,21 +373,13 @@ def validate_artifact(
     return _log(report)
 
 
-def _eval_ranks(
-    runner: Any,
-    artifact: ModelArtifact,
-    tables: dict[str, np.ndarray],
-    options: ValidationOptions,
-    chunk: int = 256,
-) -> np.ndarray:
+def _eval_ranks(backend: Backend, options: ValidationOptions, chunk: int = 256) -> np.ndarray:
     """Test-split ranks through the artifact, scored in chunks to bound memory."""
     rows, targets = options.eval_rows, options.eval_targets
     ranks = np.empty(len(rows), dtype=np.int64)
     for start in range(0, len(rows), chunk):
         block = rows[start : start + chunk]
-        scores = np.concatenate(
-            [runner.run(build_feeds(artifact.inputs, r, tables)) for r in block], axis=0
-        )
+        scores = backend.run(block)
         exclude = None
         if options.eval_exclude is not None:
             exclude = options.eval_exclude[start : start + chunk]
@@ -418,17 +414,16 @@ def run(
 
 def check_embedded(
     path: Path,
-    fmt: str,
     artifact: ModelArtifact,
     options: ValidationOptions,
     reference: np.ndarray,
     threads: int = 1,
 ) -> Check:
     """After metadata embedding, the artifact must reproduce its reference outputs exactly."""
-    runner = open_runner(path, fmt, threads)
-    tables = _tables(artifact)
     rows = options.parity_rows[: len(reference)]
-    out = np.concatenate([runner.run(build_feeds(artifact.inputs, r, tables)) for r in rows])
+    backend = open_backend(path, artifact, reference.shape[1], rows.shape[1], threads)
+    out = backend.run(rows)
+    backend.close()
     same = bool(np.array_equal(out, reference))
     return Check(
         artifact.label,

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgerec.converters.artifacts import ModelArtifact, SavedModelArtifact, items_input
 from edgerec.converters.config import Precision, Target
-from edgerec.converters.tflite_schema import read_model
+from edgerec.runtime.tflite_schema import read_model
 
 log = logging.getLogger(__name__)
 
