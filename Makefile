@@ -29,6 +29,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(PY) tools/lint_layers.py
 
 test: lint
 	$(BIN)/pytest -q

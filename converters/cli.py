@@ -36,7 +36,7 @@ runtime refuses).
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``convert`` to the CLI."""
-    from edgerec.cli import HelpFormatter
+    from edgerec.cli_help import HelpFormatter
 
     p = sub.add_parser(
         "convert",

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from edgerec import __version__
+from edgerec.cli_help import HelpFormatter
 from edgerec.errors import EdgerecError
 
 # Modules that contribute sub-commands, in the order --help lists them.
@@ -37,10 +38,6 @@ examples:
 
 exit codes: 0 ok, 1 unexpected error, 2 bad input/usage, 3 quality gate failed
 """
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the examples in epilogs as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ exit codes: 0 ok, 2 bad input, 3 a target of issue 4 was missed (--fail-on-targe
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
-    from edgerec.cli import HelpFormatter
+    from edgerec.cli_help import HelpFormatter
 
     p = sub.add_parser(
         "bench",

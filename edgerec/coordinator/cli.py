@@ -63,7 +63,7 @@ privacy budget would be exceeded.
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``coordinator`` and its actions to the top-level sub-parsers."""
-    from edgerec.cli import HelpFormatter
+    from edgerec.cli_help import HelpFormatter
 
     p = sub.add_parser(
         "coordinator",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgerec.cli import HelpFormatter
+from edgerec.cli_help import HelpFormatter
 
 DATA_EPILOG = """\
 examples:

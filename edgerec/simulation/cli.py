@@ -41,7 +41,7 @@ exit codes: 0 ok; 1 unexpected error; 2 bad input; 3 the converter's quality gat
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``simulate-federated`` to the CLI."""
-    from edgerec.cli import HelpFormatter
+    from edgerec.cli_help import HelpFormatter
 
     p = sub.add_parser(
         "simulate-federated",

@@ -36,7 +36,7 @@ the input-window items excluded, and with all earlier history excluded.
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``eval`` to the CLI."""
-    from edgerec.cli import HelpFormatter
+    from edgerec.cli_help import HelpFormatter
 
     p = sub.add_parser(
         "train",
