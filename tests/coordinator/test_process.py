@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-import edgerec.runtime.sync as sync_mod
+import edgerec.runtime.sync_training as sync_mod
 from edgerec.federated.fixedpoint import to_signed
 from edgerec.runtime.sync import SyncClient
 from tests.coordinator.conftest import sync_all

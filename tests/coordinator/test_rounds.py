@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-import edgerec.runtime.sync as sync_mod
+import edgerec.runtime.sync_training as sync_mod
 from edgerec.coordinator.config import RoundConfig
 from edgerec.coordinator.errors import ApiError
 from edgerec.coordinator.storage import Device

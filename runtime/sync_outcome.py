@@ -1,0 +1,79 @@
+"""How one federated sync ends: a :class:`SyncReport`, a :class:`SyncError`, or a
+:class:`RoundStop` that ends the round's phase loop early.
+
+Kept apart from :mod:`edgerec.runtime.sync` so that the transport, the state files
+and the round phases can raise and fill them without importing the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgerec.errors import EdgerecError
+
+__all__ = ["RoundStop", "SyncError", "SyncReport"]
+
+
+class SyncError(EdgerecError):
+    """The sync could not proceed (no credentials, token refused, bad server answer)."""
+
+
+@dataclass
+class SyncReport:
+    """What one :meth:`~edgerec.runtime.sync.SyncClient.sync` did (JSON-able with
+    :meth:`to_json`).
+
+    Attributes:
+        device_id: this device's id at the coordinator.
+        head_version: the head version the device has after the call.
+        head_updated: a newer head was downloaded and applied.
+        round: the coordinator's current (or last) round number, if any.
+        round_state: its state as last seen.
+        selected: this device is in the round's sample.
+        sent: the phases whose message this call sent (``advertise``...``unmask``).
+        finished: nothing more for this device to do in that round.
+        waiting: the round needs others first; call ``sync()`` again later.
+        error: what went wrong, if anything (the state is kept for the next call).
+        retry_after: seconds the coordinator asked to wait (rate limit).
+        bytes_sent / bytes_received: HTTP bodies and headers of this call.
+    """
+
+    device_id: str | None = None
+    head_version: int | None = None
+    head_updated: bool = False
+    round: int | None = None
+    round_state: str | None = None
+    selected: bool = False
+    sent: list[str] = field(default_factory=list)
+    finished: bool = False
+    waiting: bool = False
+    error: str | None = None
+    retry_after: float | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RoundStop(Exception):
+    """Ends the phase loop of one sync (not an error by itself).
+
+    Attributes:
+        finished: nothing more for this device to do in the round.
+        error: what went wrong, if anything.
+        retry_after: seconds the coordinator asked to wait (a rate limit), if it did.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        finished: bool = False,
+        error: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(reason)
+        self.finished = finished
+        self.error = error
+        self.retry_after = retry_after

@@ -1,0 +1,145 @@
+"""What a device contributes to a round: local training on its own history, then the
+clipped, noised, fixed-point update (:func:`~edgerec.federated.dp.privatize`).
+
+Also adapts what the app hands to the sync client (a bundle path, a
+:class:`~edgerec.runtime.Recommender`, or any object with a feature spec, a vocab and a
+scoring function) to the few things a round needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edgerec.errors import InputError
+from edgerec.features import FeatureSpec
+from edgerec.federated.dp import privatize
+from edgerec.federated.local import LocalTrainer
+from edgerec.federated.protocol import RoundParams
+
+from .sync_outcome import SyncError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TRAINER_OPTIONS", "LocalUpdate", "SyncModel", "adapt_model"]
+
+#: LocalTrainer options a round may set (anything else in ``training`` is ignored)
+TRAINER_OPTIONS = ("lr", "epochs", "batch_size", "l2", "max_examples")
+
+
+class SyncModel(NamedTuple):
+    """The parts of the on-device model that federated sync uses."""
+
+    spec: FeatureSpec
+    encode: Callable[[list[str]], np.ndarray]  # raw item ids -> indices (unknown skipped)
+    score_fn: Callable[[np.ndarray], np.ndarray]
+    store: Any
+    target: Any  # where the global bias is applied
+    owned: Any  # something to close (a Recommender this client opened)
+
+
+def adapt_model(model: Any) -> SyncModel:
+    """A :class:`SyncModel` from a bundle path (opened here, closed with the client), a
+    Recommender, or an object with ``.spec``, ``.vocab`` and ``.score_rows(rows)`` /
+    ``.backend.run(rows)``."""
+    owned = None
+    if isinstance(model, str | Path):
+        from .recommender import Recommender
+
+        model = owned = Recommender.open(model)
+    spec = getattr(model, "spec", None)
+    vocab = getattr(model, "vocab", None)
+    if not isinstance(spec, FeatureSpec) or vocab is None:
+        raise InputError(
+            "SyncClient needs a bundle path, a Recommender, or an object with .spec "
+            "(FeatureSpec), .vocab and .score_rows(rows) / .backend.run(rows)"
+        )
+    score = getattr(model, "score_rows", None)
+    if score is None:
+        backend = getattr(model, "backend", None)
+        score = getattr(backend, "run", None)
+    if score is None:
+        raise InputError("the model has neither .score_rows(rows) nor .backend.run(rows)")
+    return SyncModel(spec, vocab.encode, score, getattr(model, "store", None), model, owned)
+
+
+class LocalUpdate:
+    """Trains the shared head on one user's history and privatizes the result.
+
+    Args:
+        model: the adapted on-device model.
+        store: the history store (None: no history; training sees no examples).
+        user: whose history trains (None: the store's only user).
+        rng: noise generator (None: seeded from the OS).
+        trainer_options: LocalTrainer defaults (a round's ``training`` overrides them).
+    """
+
+    def __init__(
+        self,
+        model: SyncModel,
+        store: Any,
+        user: str | None,
+        rng: np.random.Generator | None,
+        trainer_options: Mapping[str, Any],
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.user = user
+        self.rng = rng
+        self.trainer_options = dict(trainer_options)
+        self._trainer: tuple[str, LocalTrainer] | None = None
+
+    def compute(
+        self, params: RoundParams, training: Mapping[str, Any], global_bias: np.ndarray | None
+    ) -> np.ndarray:
+        """Train on the local history from ``global_bias``, then clip, noise and encode
+        the change (uint32)."""
+        opts = {**self.trainer_options}
+        opts.update({k: training[k] for k in TRAINER_OPTIONS if k in training})
+        key = json.dumps(opts, sort_keys=True, default=str)
+        if self._trainer is None or self._trainer[0] != key:
+            # kept across rounds: it caches the model's scores of this device's examples
+            # (the model does not change between rounds, only the additive head)
+            self._trainer = (key, LocalTrainer(self.model.spec, self.model.score_fn, **opts))
+        trainer = self._trainer[1]
+        # the last max_examples positions are the examples; the history_len events
+        # before them are the first example's full input window
+        history = self.history(trainer.max_examples + self.model.spec.history_len)
+        bias = (
+            global_bias
+            if global_bias is not None
+            else np.zeros(self.model.spec.num_items, np.float32)
+        )
+        delta = trainer.train_global(history, bias)
+        update = privatize(delta, params, self.rng)
+        log.info(
+            "round %s: trained on %d items, |delta|=%.4g%s",
+            params.round_id,
+            history.size,
+            update.norm,
+            " (clipped)" if update.clipped else "",
+        )
+        return update.values
+
+    def history(self, limit: int) -> np.ndarray:
+        """The user's last ``limit`` events as item indices (unknown items skipped)."""
+        store = self.store
+        if store is None:
+            return np.zeros(0, np.int64)
+        user = self.user
+        if user is None:
+            users = store.users()
+            if len(users) > 1:
+                raise SyncError(
+                    f"the history store has {len(users)} users; pass SyncClient(user=...)"
+                )
+            if not users:
+                return np.zeros(0, np.int64)
+            user = users[0]
+        events = store.history(user, limit=limit)
+        return np.asarray(self.model.encode([e.item for e in events]), np.int64)
