@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from edgerec.converters.config import DistilConfig, StudentConfig
+from edgerec.converters.config import DistilConfig, validate_student
 from edgerec.converters.kd_loss import KDLoss, full_kd_loss, sampled_kd_loss
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
@@ -75,31 +75,20 @@ class StudentArtifact:
         return int(sum(int(np.prod(w.shape)) for w in self.model.weights))
 
 
-def resolve_student(student: StudentConfig, teacher: ModelConfig) -> ModelConfig:
-    """The student's :class:`ModelConfig`, checked against the teacher's.
+def resolve_student(student: ModelConfig, teacher: ModelConfig) -> ModelConfig:
+    """The student's :class:`ModelConfig` with its length set, checked against the teacher's.
 
     Raises :class:`InputError` for impossible settings: a student length longer
     than the teacher's, or a student that is not smaller than the teacher.
     """
-    student.validate()
+    validate_student(student)
     max_len = teacher.max_len if student.max_len is None else student.max_len
     if max_len > teacher.max_len:
         raise InputError(
             f"student.max_len ({max_len}) exceeds the teacher's max_len ({teacher.max_len}): "
             "the teacher cannot score longer windows; use at most the teacher's length"
         )
-    cfg = ModelConfig(
-        max_len=max_len,
-        d_model=student.d_model,
-        num_blocks=student.num_blocks,
-        num_heads=student.num_heads,
-        ffn_dim=student.ffn_dim,
-        dropout=student.dropout,
-        attention_dropout=student.attention_dropout,
-        mask_value=student.mask_value,
-        gelu_approximate=True,
-    )
-    cfg.validate()
+    cfg = replace(student, max_len=max_len)
     if student.d_model > teacher.d_model or encoder_params(cfg) >= encoder_params(teacher):
         raise InputError(
             f"the student (d_model={cfg.d_model}, {cfg.num_blocks} blocks, ffn {cfg.ffn_dim}, "
