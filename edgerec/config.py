@@ -9,7 +9,7 @@ input mistakes get the same answer everywhere:
 - keys are typed by their annotation: ``bool`` takes only ``true``/``false``; ``int``
   takes integers (a whole float like ``32.0`` too) but not booleans; ``float`` takes
   any number but not booleans; ``str`` takes strings; ``X | None`` also takes ``None``
-  (JSON ``null``; TOML has none); an :class:`~enum.Enum` takes one of its values;
+  (JSON ``null``; TOML has none); an :class:`~enum.Enum` takes one of its values (any case);
   ``tuple[X, ...]`` takes a list; ``dict`` takes a table as it is;
 - a field may bring its own parser (``field(metadata=parse_with(fn))``) for values with
   a grammar of their own;
@@ -245,11 +245,13 @@ def scalar(kind: type, value: Any, where: str) -> Any:
 
 
 def _enum(kind: type[enum.Enum], value: Any, where: str) -> enum.Enum:
-    try:
-        return kind(str(value).strip().lower())
-    except ValueError:
-        known = ", ".join(str(m.value) for m in kind)
-        raise InputError(f"{where} must be one of {known} (got {value!r})") from None
+    for candidate in (value, str(value).strip().lower()):
+        try:
+            return kind(candidate)
+        except ValueError:
+            continue
+    known = ", ".join(str(m.value) for m in kind)
+    raise InputError(f"{where} must be one of {known} (got {value!r})")
 
 
 def _wrong_type(where: str, kind: str, value: Any) -> InputError:
