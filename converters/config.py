@@ -13,21 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edgerec.config import (
-    Source,
-    build,
-    load,
-    load_package_defaults,
-    load_toml,
-    parse_with,
-    scalar,
-    toml_key,
-)
+from edgerec.config import Source, TomlConfig, build, parse_with, scalar, toml_key
 from edgerec.errors import InputError
-from edgerec.teacher.config import ModelConfig
+from edgerec.teacher.config import ModelConfig, validate_cloze
 
 
 class Precision(StrEnum):
@@ -139,27 +129,13 @@ class DistilConfig:
     init_from_teacher: bool = False
 
     def validate(self) -> None:
-        if self.sampled_negatives < 0 or self.teacher_top_k < 1:
-            raise InputError(
-                f"distil.sampled_negatives must be >= 0 (got {self.sampled_negatives}) and "
-                f"distil.teacher_top_k >= 1 (got {self.teacher_top_k})"
-            )
-        if not 0.0 <= self.negative_distortion <= 1.0:
-            raise InputError(
-                f"distil.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
-            )
+        validate_cloze(self, "distil")
+        if self.teacher_top_k < 1:
+            raise InputError(f"distil.teacher_top_k must be >= 1 (got {self.teacher_top_k})")
         if self.temperature <= 0:
             raise InputError(f"distil.temperature must be > 0 (got {self.temperature})")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"distil.alpha must be in [0, 1] (got {self.alpha})")
-        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
-            raise InputError("distil.epochs, distil.patience and distil.batch_size must be >= 1")
-        if self.learning_rate <= 0:
-            raise InputError("distil.learning_rate must be > 0")
-        if not 0.0 < self.mask_prob < 1.0 or not 0.0 <= self.last_item_mask_prob <= 1.0:
-            raise InputError("distil.mask_prob must be in (0, 1), last_item_mask_prob in [0, 1]")
-        if self.windows_per_length <= 0:
-            raise InputError("distil.windows_per_length must be > 0")
 
 
 def _parse_targets(value: Any, current: Any, source: Source, path: tuple[str, ...]) -> Any:
@@ -316,8 +292,13 @@ def _parse_gates(
 
 
 @dataclass(frozen=True)
-class ConvertConfig:
-    """Full configuration: tables ``student``, ``distil``, ``export``, ``validate``, ``gates``."""
+class ConvertConfig(TomlConfig):
+    """Full configuration: tables ``student``, ``distil``, ``export``, ``validate``, ``gates``.
+
+    :meth:`defaults` reads ``default.toml``, :meth:`from_toml` a user file over it.
+    """
+
+    defaults_package: ClassVar[str] = "edgerec.converters"
 
     student: ModelConfig = field(default_factory=lambda: STUDENT_DEFAULTS)
     distil: DistilConfig = field(default_factory=DistilConfig)
@@ -347,23 +328,6 @@ class ConvertConfig:
             "validate": asdict(self.validation),
             "gates": self.gates.to_json(),
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "config") -> ConvertConfig:
-        """Build from a mapping of tables, over the dataclass defaults."""
-        return load(cls, data, source)
-
-    @classmethod
-    def defaults(cls) -> ConvertConfig:
-        """The documented defaults of ``default.toml``."""
-        return load_package_defaults(cls, "edgerec.converters")
-
-    @classmethod
-    def from_toml(cls, path: str | Path | None) -> ConvertConfig:
-        """Defaults overridden by the TOML file at ``path`` (None: defaults only)."""
-        if path is None:
-            return cls.defaults()
-        return load_toml(cls, path, base=cls.defaults())
 
     def with_overrides(
         self,

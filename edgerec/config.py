@@ -39,12 +39,13 @@ import typing
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from edgerec.errors import InputError
 
 __all__ = [
     "Source",
+    "TomlConfig",
     "build",
     "load",
     "load_package_defaults",
@@ -151,6 +152,34 @@ def load_package_defaults(cls: type[T], package: str) -> T:
     """:func:`load` of the ``default.toml`` shipped inside ``package``."""
     text = resources.files(package).joinpath("default.toml").read_text(encoding="utf-8")
     return load(cls, tomllib.loads(text), Source("default.toml", text))
+
+
+class TomlConfig:
+    """Mixin of a top-level config dataclass documented by a ``default.toml``.
+
+    ``defaults_package`` names the package that ships the ``default.toml``; a user
+    file goes over those defaults, a JSON mapping (a recorded config) over the
+    dataclass defaults. The dataclass validates itself in ``validate()``.
+    """
+
+    defaults_package: ClassVar[str]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "config") -> Self:
+        """Build from a mapping of tables, over the dataclass defaults."""
+        return load(cls, data, source)
+
+    @classmethod
+    def defaults(cls) -> Self:
+        """The documented defaults of the package's ``default.toml``."""
+        return load_package_defaults(cls, cls.defaults_package)
+
+    @classmethod
+    def from_toml(cls, path: str | Path | None) -> Self:
+        """The defaults overridden by the TOML file at ``path`` (None: defaults only)."""
+        if path is None:
+            return cls.defaults()
+        return load_toml(cls, path, base=cls.defaults())
 
 
 # ---------------------------------------------------------------------- building

@@ -9,10 +9,9 @@ with the student's defaults (:data:`edgerec.converters.config.STUDENT_DEFAULTS`)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edgerec.config import load, load_package_defaults, load_toml
+from edgerec.config import TomlConfig
 from edgerec.errors import InputError
 
 
@@ -80,37 +79,61 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
+        validate_cloze(self, "train")
         if self.precision not in ("float32", "bfloat16"):
             raise InputError(
                 f"train.precision must be 'float32' or 'bfloat16' (got {self.precision!r})"
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise InputError("train.epochs, train.batch_size and eval_batch_size must be >= 1")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise InputError(f"train.mask_prob must be in (0, 1) (got {self.mask_prob})")
-        if not 0.0 <= self.last_item_mask_prob <= 1.0:
-            raise InputError("train.last_item_mask_prob must be in [0, 1]")
-        if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise InputError("train.learning_rate must be > 0 and weight_decay >= 0")
-        if self.windows_per_length <= 0 or self.patience < 1:
-            raise InputError("train.windows_per_length must be > 0 and patience >= 1")
+        if self.eval_batch_size < 1:
+            raise InputError(f"train.eval_batch_size must be >= 1 (got {self.eval_batch_size})")
+        if self.weight_decay < 0:
+            raise InputError(f"train.weight_decay must be >= 0 (got {self.weight_decay})")
         if self.lr_decay_patience < 1 or not 0.0 < self.lr_decay_factor <= 1.0:
             raise InputError("train.lr_decay_patience must be >= 1, lr_decay_factor in (0, 1]")
         if not 0.0 < self.min_learning_rate <= self.learning_rate:
             raise InputError("train.min_learning_rate must be in (0, learning_rate]")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise InputError(f"train.ema_momentum must be in [0, 1) (got {self.ema_momentum})")
-        if self.sampled_negatives < 0:
-            raise InputError(f"train.sampled_negatives must be >= 0 (got {self.sampled_negatives})")
-        if not 0.0 <= self.negative_distortion <= 1.0:
-            raise InputError(
-                f"train.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
-            )
+
+
+def validate_cloze(config: Any, table: str) -> None:
+    """The rules of the Cloze-loop keys that ``[train]`` and ``[distil]`` share.
+
+    ``config`` has the fields ``epochs``, ``batch_size``, ``patience``,
+    ``learning_rate``, ``mask_prob``, ``last_item_mask_prob``, ``windows_per_length``,
+    ``sampled_negatives`` and ``negative_distortion``; errors name them ``table.key``.
+    """
+    for name in ("epochs", "batch_size", "patience"):
+        if getattr(config, name) < 1:
+            raise InputError(f"{table}.{name} must be >= 1 (got {getattr(config, name)})")
+    if config.learning_rate <= 0:
+        raise InputError(f"{table}.learning_rate must be > 0 (got {config.learning_rate})")
+    if not 0.0 < config.mask_prob < 1.0:
+        raise InputError(f"{table}.mask_prob must be in (0, 1) (got {config.mask_prob})")
+    if not 0.0 <= config.last_item_mask_prob <= 1.0:
+        raise InputError(
+            f"{table}.last_item_mask_prob must be in [0, 1] (got {config.last_item_mask_prob})"
+        )
+    if config.windows_per_length <= 0:
+        raise InputError(
+            f"{table}.windows_per_length must be > 0 (got {config.windows_per_length})"
+        )
+    if config.sampled_negatives < 0:
+        raise InputError(f"{table}.sampled_negatives must be >= 0 (got {config.sampled_negatives})")
+    if not 0.0 <= config.negative_distortion <= 1.0:
+        raise InputError(
+            f"{table}.negative_distortion must be in [0, 1] (got {config.negative_distortion})"
+        )
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """Full teacher configuration: ``[model]`` and ``[train]`` tables."""
+class TeacherConfig(TomlConfig):
+    """Full teacher configuration: ``[model]`` and ``[train]`` tables.
+
+    :meth:`defaults` reads ``default.toml``, :meth:`from_toml` a user file over it.
+    """
+
+    defaults_package: ClassVar[str] = "edgerec.teacher"
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -124,23 +147,6 @@ class TeacherConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {"model": asdict(self.model), "train": asdict(self.train)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "config") -> TeacherConfig:
-        """Build from a ``{"model": {...}, "train": {...}}`` mapping over the dataclass defaults."""
-        return load(cls, data, source)
-
-    @classmethod
-    def defaults(cls) -> TeacherConfig:
-        """The documented defaults of ``default.toml``."""
-        return load_package_defaults(cls, "edgerec.teacher")
-
-    @classmethod
-    def from_toml(cls, path: str | Path | None) -> TeacherConfig:
-        """Defaults overridden by the TOML file at ``path`` (None: defaults only)."""
-        if path is None:
-            return cls.defaults()
-        return load_toml(cls, path, base=cls.defaults())
 
     def with_overrides(self, **train_overrides: Any) -> TeacherConfig:
         """A copy with some ``train`` fields replaced (None values are ignored)."""
