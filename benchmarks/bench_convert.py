@@ -303,22 +303,13 @@ def _train_synth_teacher(
     if (teacher_dir / "teacher.json").is_file():
         log.info("reusing the teacher in %s", teacher_dir)
         return json.loads((teacher_dir / "history.json").read_text())
-    import edgerec.teacher.train as teacher_train
-    from edgerec.converters.distil import validation_metrics
     from edgerec.teacher.artifacts import save_teacher
+    from edgerec.teacher.train import train_teacher
 
-    # edgerec.teacher.train scores all validation users at once (users x n floats: 8 GB
-    # at 20k x 100k); the converter's validation scores in chunks. Model selection uses
-    # `valid_users` random users' validation targets (never the test targets).
-    def chunked_validation(scorer: Any, full: Any) -> dict[str, float]:
-        return validation_metrics(scorer, _subsample(full, valid_users, seed + 1))
-
-    original = teacher_train.validation_metrics
-    teacher_train.validation_metrics = chunked_validation
-    try:
-        trained = teacher_train.train_teacher(split, tcfg, progress=True)
-    finally:
-        teacher_train.validation_metrics = original
+    # Model selection uses `valid_users` random users' validation targets (never the
+    # test targets), scored in chunks.
+    valid = _subsample(split, valid_users, seed + 1)
+    trained = train_teacher(split, tcfg, progress=True, valid_split=valid)
     history = [asdict(e) for e in trained.history]
     save_teacher(
         teacher_dir,

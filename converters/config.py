@@ -3,19 +3,21 @@
 Defaults live in ``default.toml`` beside this module (documented there); a user
 file overrides any subset of keys and CLI flags override both. Unknown keys and
 unknown precision/target names are errors (:class:`~edgerec.errors.InputError`,
-exit 2), never ignored. This module is TensorFlow-free.
+exit 2), never ignored; loading is :mod:`edgerec.config`'s. The student is a
+:class:`~edgerec.teacher.config.ModelConfig` with :data:`STUDENT_DEFAULTS`. This
+module is TensorFlow-free.
 """
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from edgerec.config import Source, TomlConfig, build, parse_with, scalar, toml_key
 from edgerec.errors import InputError
+from edgerec.teacher.config import ModelConfig, validate_cloze
 
 
 class Precision(StrEnum):
@@ -67,41 +69,39 @@ def parse_target(name: str, where: str = "target") -> Target:
         raise InputError(f"{where}: unknown target {name!r} (known: {known})") from None
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """Architecture of the student (a BERT4Rec, see :mod:`edgerec.teacher.model`)."""
+#: the student's architecture unless the ``[student]`` table says otherwise; ``max_len``
+#: None takes the teacher's length, and the finite mask value keeps full int8 working
+STUDENT_DEFAULTS = ModelConfig(
+    max_len=None,
+    d_model=64,
+    num_blocks=2,
+    num_heads=2,
+    ffn_dim=256,
+    dropout=0.2,
+    attention_dropout=0.2,
+    mask_value=-16.0,
+    gelu_approximate=True,
+)
 
-    d_model: int = 64
-    num_blocks: int = 2
-    num_heads: int = 2
-    ffn_dim: int = 256
-    max_len: int | None = None  # None = the teacher's max_len
-    dropout: float = 0.2
-    attention_dropout: float = 0.2
-    mask_value: float = -16.0
 
-    def validate(self) -> None:
-        for name in ("d_model", "num_blocks", "num_heads", "ffn_dim"):
-            if getattr(self, name) < 1:
-                raise InputError(f"student.{name} must be positive (got {getattr(self, name)})")
-        if self.d_model % self.num_heads:
-            raise InputError(
-                f"student.d_model ({self.d_model}) must be divisible by "
-                f"student.num_heads ({self.num_heads})"
-            )
-        if self.max_len is not None and self.max_len < 2:
-            raise InputError(
-                f"student.max_len must be at least 2 (got {self.max_len}); leave it out to "
-                "use the teacher's length"
-            )
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"student.{name} must be in [0, 1)")
-        if not -1e4 <= self.mask_value < 0:
-            raise InputError(
-                f"student.mask_value must be a finite negative logit, about -16 "
-                f"(got {self.mask_value}); -1e9 breaks full-int8 quantization"
-            )
+def student_config(**overrides: Any) -> ModelConfig:
+    """:data:`STUDENT_DEFAULTS` with some fields replaced."""
+    return replace(STUDENT_DEFAULTS, **overrides)
+
+
+def validate_student(student: ModelConfig) -> None:
+    """The model rules plus what a converter-friendly student needs."""
+    student.validate("student")
+    if not -1e4 <= student.mask_value < 0:
+        raise InputError(
+            f"student.mask_value must be a finite negative logit, about -16 "
+            f"(got {student.mask_value}); -1e9 breaks full-int8 quantization"
+        )
+    if not student.gelu_approximate:
+        raise InputError(
+            "student.gelu_approximate must be true: the student uses tanh GELU, the form "
+            "every target converts without rewriting"
+        )
 
 
 @dataclass(frozen=True)
@@ -129,39 +129,39 @@ class DistilConfig:
     init_from_teacher: bool = False
 
     def validate(self) -> None:
-        if self.sampled_negatives < 0 or self.teacher_top_k < 1:
-            raise InputError(
-                f"distil.sampled_negatives must be >= 0 (got {self.sampled_negatives}) and "
-                f"distil.teacher_top_k >= 1 (got {self.teacher_top_k})"
-            )
-        if not 0.0 <= self.negative_distortion <= 1.0:
-            raise InputError(
-                f"distil.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
-            )
+        validate_cloze(self, "distil")
+        if self.teacher_top_k < 1:
+            raise InputError(f"distil.teacher_top_k must be >= 1 (got {self.teacher_top_k})")
         if self.temperature <= 0:
             raise InputError(f"distil.temperature must be > 0 (got {self.temperature})")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"distil.alpha must be in [0, 1] (got {self.alpha})")
-        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
-            raise InputError("distil.epochs, distil.patience and distil.batch_size must be >= 1")
-        if self.learning_rate <= 0:
-            raise InputError("distil.learning_rate must be > 0")
-        if not 0.0 < self.mask_prob < 1.0 or not 0.0 <= self.last_item_mask_prob <= 1.0:
-            raise InputError("distil.mask_prob must be in (0, 1), last_item_mask_prob in [0, 1]")
-        if self.windows_per_length <= 0:
-            raise InputError("distil.windows_per_length must be > 0")
+
+
+def _parse_targets(value: Any, current: Any, source: Source, path: tuple[str, ...]) -> Any:
+    return parse_targets(_names(value, source, path), source.where(path))
+
+
+def _parse_precisions(value: Any, current: Any, source: Source, path: tuple[str, ...]) -> Any:
+    return parse_precisions(_names(value, source, path), source.where(path))
+
+
+def _names(value: Any, source: Source, path: tuple[str, ...]) -> str | list[str]:
+    if not isinstance(value, str | list | tuple):
+        raise InputError(f"{source.where(path)} must be a list (got {value!r})")
+    return value if isinstance(value, str) else list(value)
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """Which artifacts to build and how."""
 
-    targets: tuple[Target, ...] = (Target.TFLITE, Target.ONNX)
-    precisions: tuple[Precision, ...] = (
-        Precision.FP32,
-        Precision.FP16,
-        Precision.INT8_DYNAMIC,
-        Precision.INT8,
+    targets: tuple[Target, ...] = field(
+        default=(Target.TFLITE, Target.ONNX), metadata=parse_with(_parse_targets)
+    )
+    precisions: tuple[Precision, ...] = field(
+        default=(Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8),
+        metadata=parse_with(_parse_precisions),
     )
     gpu: bool = True
     onnx_opset: int = 17
@@ -264,19 +264,53 @@ class GateConfig:
         }
 
 
-@dataclass(frozen=True)
-class ConvertConfig:
-    """Full configuration: tables ``student``, ``distil``, ``export``, ``validate``, ``gates``."""
+def _parse_gates(
+    data: Any, current: GateConfig, source: Source, path: tuple[str, ...]
+) -> GateConfig:
+    """The ``[gates]`` table: scalar settings plus one ``Gate`` table per (format/)precision.
 
-    student: StudentConfig = field(default_factory=StudentConfig)
+    A gate named in ``data`` replaces the current one as a whole (unset keys are None).
+    """
+    if not isinstance(data, Mapping):
+        raise InputError(f"{source.where(path)} must be a table (got {data!r})")
+    scalars = {f.name for f in fields(GateConfig) if f.name != "gates"}
+    gates = dict(current.gates)
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        where = path + (key,)
+        if key in scalars:
+            values[key] = scalar(float, value, source.where(where))
+            continue
+        fmt, _, prec = key.rpartition("/")
+        parse_precision(prec, source.where(where))
+        if fmt:
+            parse_target(fmt, source.where(where))
+        if not isinstance(value, Mapping):
+            raise InputError(f"{source.where(where)} must be a table like {{ min_overlap = 0.95 }}")
+        gates[key] = build(Gate, value, source, None, where)
+    return replace(current, gates=gates, **values)
+
+
+@dataclass(frozen=True)
+class ConvertConfig(TomlConfig):
+    """Full configuration: tables ``student``, ``distil``, ``export``, ``validate``, ``gates``.
+
+    :meth:`defaults` reads ``default.toml``, :meth:`from_toml` a user file over it.
+    """
+
+    defaults_package: ClassVar[str] = "edgerec.converters"
+
+    student: ModelConfig = field(default_factory=lambda: STUDENT_DEFAULTS)
     distil: DistilConfig = field(default_factory=DistilConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    validation: ValidateConfig = field(default_factory=ValidateConfig)
-    gates: GateConfig = field(default_factory=GateConfig)
+    validation: ValidateConfig = field(
+        default_factory=ValidateConfig, metadata=toml_key("validate")
+    )
+    gates: GateConfig = field(default_factory=GateConfig, metadata=parse_with(_parse_gates))
 
-    def check(self) -> ConvertConfig:
+    def validate(self) -> ConvertConfig:
         """Validate every table; returns self."""
-        self.student.validate()
+        validate_student(self.student)
         self.distil.validate()
         self.export.validate()
         self.validation.validate()
@@ -294,64 +328,6 @@ class ConvertConfig:
             "validate": asdict(self.validation),
             "gates": self.gates.to_json(),
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "config") -> ConvertConfig:
-        """Build from a mapping of tables, over the built-in defaults."""
-        known = {"student", "distil", "export", "validate", "gates"}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(
-                f"{source}: unknown table(s) {sorted(unknown)} (known: {', '.join(sorted(known))})"
-            )
-        for table, values in data.items():
-            if not isinstance(values, dict):
-                raise InputError(f"{source}: '{table}' must be a table")
-        export_data = dict(data.get("export", {}))
-        targets = export_data.pop("targets", None)
-        precisions = export_data.pop("precisions", None)
-        export = _override(ExportConfig(), export_data, f"{source} [export]")
-        if targets is not None:
-            export = replace(export, targets=parse_targets(targets, f"{source} export.targets"))
-        if precisions is not None:
-            export = replace(
-                export, precisions=parse_precisions(precisions, f"{source} export.precisions")
-            )
-        return cls(
-            student=_override(StudentConfig(), data.get("student", {}), f"{source} [student]"),
-            distil=_override(DistilConfig(), data.get("distil", {}), f"{source} [distil]"),
-            export=export,
-            validation=_override(
-                ValidateConfig(), data.get("validate", {}), f"{source} [validate]"
-            ),
-            gates=_parse_gates(data.get("gates", {}), f"{source} [gates]"),
-        ).check()
-
-    @classmethod
-    def defaults(cls) -> ConvertConfig:
-        """The documented defaults of ``default.toml``."""
-        text = resources.files("edgerec.converters").joinpath("default.toml").read_text()
-        return cls.from_json(tomllib.loads(text), "default.toml")
-
-    @classmethod
-    def from_toml(cls, path: str | Path | None) -> ConvertConfig:
-        """Defaults overridden by the TOML file at ``path`` (None: defaults only)."""
-        text = resources.files("edgerec.converters").joinpath("default.toml").read_text()
-        merged = tomllib.loads(text)
-        if path is None:
-            return cls.from_json(merged, "default.toml")
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: config file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: invalid TOML ({exc})") from None
-        for table, values in data.items():
-            if not isinstance(values, dict):
-                raise InputError(f"{path}: '{table}' must be a table")
-            merged.setdefault(table, {}).update(values)
-        return cls.from_json(merged, str(path))
 
     def with_overrides(
         self,
@@ -389,7 +365,7 @@ class ConvertConfig:
         )
         return replace(
             self, distil=distil, student=student, export=export, validation=validation
-        ).check()
+        ).validate()
 
 
 def parse_targets(value: str | list[str] | tuple[str, ...], where: str) -> tuple[Target, ...]:
@@ -410,58 +386,3 @@ def parse_precisions(value: str | list[str] | tuple[str, ...], where: str) -> tu
 
 def _replace_some(obj: Any, **values: Any) -> Any:
     return replace(obj, **{k: v for k, v in values.items() if v is not None})
-
-
-def _parse_gates(data: dict[str, Any], where: str) -> GateConfig:
-    scalars = {f.name: f for f in fields(GateConfig) if f.name != "gates"}
-    gates = dict(DEFAULT_GATES)
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in scalars:
-            try:
-                values[key] = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: {key} must be a number (got {value!r})") from None
-            continue
-        fmt, _, prec = key.rpartition("/")
-        parse_precision(prec, f"{where} {key}")
-        if fmt:
-            parse_target(fmt, f"{where} {key}")
-        if not isinstance(value, dict):
-            raise InputError(f"{where}: '{key}' must be a table like {{ min_overlap = 0.95 }}")
-        gates[key] = _override(Gate(), value, f"{where} {key}")
-    return GateConfig(gates=gates, **values)
-
-
-#: optional (None-default) keys that are integers; the others are floats
-_OPTIONAL_TYPES: dict[str, type] = {"max_len": int}
-
-
-def _override(base: Any, values: dict[str, Any], where: str) -> Any:
-    """``base`` with ``values`` applied; unknown keys and wrong types are InputErrors."""
-    known = {f.name: f for f in fields(base)}
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise InputError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
-        default = getattr(base, key)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise TypeError
-                out[key] = value
-            elif default is None:  # optional number: gate thresholds, student.max_len
-                cast = _OPTIONAL_TYPES.get(key, float)
-                if cast is int and isinstance(value, float) and not value.is_integer():
-                    raise TypeError
-                out[key] = None if value is None else cast(value)
-            elif isinstance(value, bool):
-                raise TypeError
-            else:
-                out[key] = type(default)(value)
-        except (TypeError, ValueError):
-            kind = "bool" if isinstance(default, bool) else type(default).__name__
-            if default is None:
-                kind = "number"
-            raise InputError(f"{where}: key '{key}' must be {kind} (got {value!r})") from None
-    return replace(base, **out)

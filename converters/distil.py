@@ -16,30 +16,27 @@ ablation the benchmark compares against) and skips the teacher entirely.
 
 The student is converter-friendly by construction (:mod:`edgerec.teacher.model`):
 finite attention-mask logit, tanh GELU, whole-table scoring then output slicing.
-Early stopping keeps the epoch with the best validation NDCG@10 (full ranking).
+The epochs, early stopping and the choice of the epoch with the best validation
+NDCG@10 (full ranking) are the teacher's loop (:func:`edgerec.teacher.loop.train_cloze`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
-from edgerec.converters.config import DistilConfig, StudentConfig
+from edgerec.converters.config import DistilConfig, validate_student
 from edgerec.converters.kd_loss import KDLoss, full_kd_loss, sampled_kd_loss
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
-from edgerec.metrics import metrics_from_ranks, target_ranks
-from edgerec.teacher.cloze import cloze_epoch
 from edgerec.teacher.config import ModelConfig
+from edgerec.teacher.loop import ClozeSchedule, train_cloze
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
 from edgerec.teacher.train import negative_sampler, sampling_unigrams, set_seed
@@ -75,31 +72,20 @@ class StudentArtifact:
         return int(sum(int(np.prod(w.shape)) for w in self.model.weights))
 
 
-def resolve_student(student: StudentConfig, teacher: ModelConfig) -> ModelConfig:
-    """The student's :class:`ModelConfig`, checked against the teacher's.
+def resolve_student(student: ModelConfig, teacher: ModelConfig) -> ModelConfig:
+    """The student's :class:`ModelConfig` with its length set, checked against the teacher's.
 
     Raises :class:`InputError` for impossible settings: a student length longer
     than the teacher's, or a student that is not smaller than the teacher.
     """
-    student.validate()
+    validate_student(student)
     max_len = teacher.max_len if student.max_len is None else student.max_len
     if max_len > teacher.max_len:
         raise InputError(
             f"student.max_len ({max_len}) exceeds the teacher's max_len ({teacher.max_len}): "
             "the teacher cannot score longer windows; use at most the teacher's length"
         )
-    cfg = ModelConfig(
-        max_len=max_len,
-        d_model=student.d_model,
-        num_blocks=student.num_blocks,
-        num_heads=student.num_heads,
-        ffn_dim=student.ffn_dim,
-        dropout=student.dropout,
-        attention_dropout=student.attention_dropout,
-        mask_value=student.mask_value,
-        gelu_approximate=True,
-    )
-    cfg.validate()
+    cfg = replace(student, max_len=max_len)
     if student.d_model > teacher.d_model or encoder_params(cfg) >= encoder_params(teacher):
         raise InputError(
             f"the student (d_model={cfg.d_model}, {cfg.num_blocks} blocks, ffn {cfg.ffn_dim}, "
@@ -117,23 +103,6 @@ def encoder_params(cfg: ModelConfig, num_items: int = 0) -> int:
     rest = cfg.max_len * d + 2 * d + d * d + d + 2 * d
     table = (num_items + 2) * (d + 1) if num_items else 0
     return cfg.num_blocks * block + rest + table
-
-
-def validation_metrics(
-    scorer: KerasScorer, split: LeaveOneOutSplit, chunk: int = 256
-) -> dict[str, float]:
-    """Validation HR/NDCG/MRR@10 (full ranking, history kept), scored in chunks.
-
-    Memory stays at ``chunk x n`` scores, so a 100k-item catalog with tens of
-    thousands of users does not need a ``users x n`` matrix.
-    """
-    rows = scorer.spec.encode_batch(split.valid_inputs())
-    targets = np.asarray(split.valid_target)
-    ranks = np.empty(len(rows), dtype=np.int64)
-    for start in range(0, len(rows), chunk):
-        scores = scorer.score_rows(rows[start : start + chunk])
-        ranks[start : start + chunk] = target_ranks(scores, targets[start : start + chunk])
-    return metrics_from_ranks(ranks, ks=(10,))
 
 
 def _kd_loss(
@@ -233,63 +202,29 @@ def run(
         optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
         return loss
 
-    best_ndcg, best_epoch, best_valid = -1.0, 0, {}
-    best_weights: list[np.ndarray] | None = None
-    history: list[dict[str, Any]] = []
-    started = time.perf_counter()
     desc = f"distil {options.name}" if alpha > 0 else f"train {options.name} (no teacher)"
-    bar = tqdm(range(1, dc.epochs + 1), desc=desc, unit="epoch", disable=not options.progress)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        x, y = cloze_epoch(
-            split.train,
-            mc.max_len,
-            spec.mask_id,
-            dc.mask_prob,
-            dc.last_item_mask_prob,
-            dc.windows_per_length,
-            rng,
-        )
-        total, steps = 0.0, 0
-        for start in range(0, len(x), dc.batch_size):
-            batch_x = tf.constant(x[start : start + dc.batch_size])
-            batch_y = tf.constant(y[start : start + dc.batch_size])
-            total += float(train_step(batch_x, batch_y))
-            steps += 1
-        loss = total / max(steps, 1)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"distillation diverged at epoch {epoch} (loss {loss})")
-        valid = validation_metrics(scorer, split)
-        history.append(
-            {"epoch": epoch, "loss": loss, "valid": valid, "seconds": time.perf_counter() - t0}
-        )
-        if valid["NDCG@10"] > best_ndcg:
-            best_ndcg, best_epoch, best_valid = valid["NDCG@10"], epoch, valid
-            best_weights = [w.numpy().copy() for w in student.weights]
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
-        log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
-        if epoch - best_epoch >= dc.patience:
-            log.info("%s: early stop at epoch %d (best %d)", options.name, epoch, best_epoch)
-            break
-    if best_weights is not None:
-        for var, value in zip(student.weights, best_weights, strict=True):
-            var.assign(value)
-    seconds = time.perf_counter() - started
-    log.info(
-        "%s: best epoch %d/%d, valid NDCG@10 %.4f (%.0f s)",
-        options.name,
-        best_epoch,
-        len(history),
-        best_ndcg,
-        seconds,
+    loop = train_cloze(
+        student,
+        split,
+        train_step,
+        optimizer,
+        ClozeSchedule.of(dc),
+        rng,
+        scorer=scorer,
+        name=options.name,
+        progress=options.progress,
+        desc=desc,
     )
     return StudentArtifact(
         model=student,
         spec=spec,
         config=mc,
-        best_epoch=best_epoch,
-        best_valid=best_valid,
-        history=history,
-        seconds=seconds,
+        best_epoch=loop.best_epoch,
+        best_valid=loop.best_valid,
+        history=[
+            {"epoch": h.epoch, "loss": h.loss, "valid": h.valid, "seconds": h.seconds}
+            for h in loop.history
+        ],
+        seconds=loop.seconds,
         alpha=alpha,
     )

@@ -110,7 +110,7 @@ def prepare(
     from edgerec.converters.distil import resolve_student
     from edgerec.teacher.artifacts import read_teacher_info
 
-    config = (config or ConvertConfig.defaults()).check()
+    config = (config or ConvertConfig.defaults()).validate()
     out_dir = Path(out)
     check_output_dir(out_dir, force)
     info = read_teacher_info(teacher)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgerec.config import load
 from edgerec.errors import InputError
 from edgerec.federated.sampling import DEFAULT_CAP_TAIL
 
@@ -120,15 +121,10 @@ class RoundConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RoundConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"round config: unknown field(s) {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise InputError(f"round config: {exc}") from None
+    def from_json(cls, data: dict[str, Any], source: str = "round config") -> RoundConfig:
+        """Build from a JSON object (admin API, ``--auto-round`` file): typed keys, no
+        unknown ones (:func:`edgerec.config.load`), then the rules above."""
+        return load(cls, data, source)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,13 @@ class SimConfig:
         if self.clip <= 0 or self.clip_nodp <= 0 or self.server_lr <= 0 or self.lr <= 0:
             raise InputError("clip, clip_nodp, server_lr and lr must be > 0")
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "simulation config") -> SimConfig:
+        """Build from a mapping of the fields above (typed keys, no unknown ones)."""
+        from edgerec.config import load
+
+        return load(cls, data, source)
+
 
 # ---------------------------------------------------------------------- cohort bounds
 def cohort_bounds(population: int, q: float, min_cohort_fraction: float) -> tuple[int, int, int]:

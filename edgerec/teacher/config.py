@@ -1,25 +1,28 @@
 """Teacher hyper-parameters: typed dataclasses loaded from TOML.
 
 Defaults live in ``default.toml`` beside this module (documented there); a user
-file overrides any subset of keys. Unknown keys are an error, not ignored.
+file overrides any subset of keys. Loading (typed keys, unknown keys as errors) is
+:mod:`edgerec.config`'s. :class:`ModelConfig` also describes the converter's student,
+with the student's defaults (:data:`edgerec.converters.config.STUDENT_DEFAULTS`).
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
 
+from edgerec.config import TomlConfig
 from edgerec.errors import InputError
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a BERT4Rec encoder (teacher or student)."""
+    """Architecture of a BERT4Rec encoder (teacher or student).
 
-    max_len: int = 50
+    ``max_len`` None is only meaningful for a student: it then takes the teacher's.
+    """
+
+    max_len: int | None = 50
     d_model: int = 192
     num_blocks: int = 2
     num_heads: int = 4
@@ -29,23 +32,23 @@ class ModelConfig:
     mask_value: float = -1e9
     gelu_approximate: bool = True
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` for impossible settings."""
-        if self.max_len < 2:
-            raise InputError(f"model.max_len must be at least 2 (got {self.max_len})")
+    def validate(self, table: str = "model") -> None:
+        """Raise :class:`InputError` for impossible settings (named ``table.key``)."""
+        if self.max_len is not None and self.max_len < 2:
+            raise InputError(f"{table}.max_len must be at least 2 (got {self.max_len})")
         for name in ("d_model", "num_blocks", "num_heads", "ffn_dim"):
             if getattr(self, name) < 1:
-                raise InputError(f"model.{name} must be positive (got {getattr(self, name)})")
+                raise InputError(f"{table}.{name} must be positive (got {getattr(self, name)})")
         if self.d_model % self.num_heads:
             raise InputError(
-                f"model.d_model ({self.d_model}) must be divisible by "
-                f"model.num_heads ({self.num_heads})"
+                f"{table}.d_model ({self.d_model}) must be divisible by "
+                f"{table}.num_heads ({self.num_heads})"
             )
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise InputError(f"model.{name} must be in [0, 1)")
+                raise InputError(f"{table}.{name} must be in [0, 1)")
         if self.mask_value >= 0:
-            raise InputError("model.mask_value must be negative")
+            raise InputError(f"{table}.mask_value must be negative")
 
 
 @dataclass(frozen=True)
@@ -76,42 +79,68 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
+        validate_cloze(self, "train")
         if self.precision not in ("float32", "bfloat16"):
             raise InputError(
                 f"train.precision must be 'float32' or 'bfloat16' (got {self.precision!r})"
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise InputError("train.epochs, train.batch_size and eval_batch_size must be >= 1")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise InputError(f"train.mask_prob must be in (0, 1) (got {self.mask_prob})")
-        if not 0.0 <= self.last_item_mask_prob <= 1.0:
-            raise InputError("train.last_item_mask_prob must be in [0, 1]")
-        if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise InputError("train.learning_rate must be > 0 and weight_decay >= 0")
-        if self.windows_per_length <= 0 or self.patience < 1:
-            raise InputError("train.windows_per_length must be > 0 and patience >= 1")
+        if self.eval_batch_size < 1:
+            raise InputError(f"train.eval_batch_size must be >= 1 (got {self.eval_batch_size})")
+        if self.weight_decay < 0:
+            raise InputError(f"train.weight_decay must be >= 0 (got {self.weight_decay})")
         if self.lr_decay_patience < 1 or not 0.0 < self.lr_decay_factor <= 1.0:
             raise InputError("train.lr_decay_patience must be >= 1, lr_decay_factor in (0, 1]")
         if not 0.0 < self.min_learning_rate <= self.learning_rate:
             raise InputError("train.min_learning_rate must be in (0, learning_rate]")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise InputError(f"train.ema_momentum must be in [0, 1) (got {self.ema_momentum})")
-        if self.sampled_negatives < 0:
-            raise InputError(f"train.sampled_negatives must be >= 0 (got {self.sampled_negatives})")
-        if not 0.0 <= self.negative_distortion <= 1.0:
-            raise InputError(
-                f"train.negative_distortion must be in [0, 1] (got {self.negative_distortion})"
-            )
+
+
+def validate_cloze(config: Any, table: str) -> None:
+    """The rules of the Cloze-loop keys that ``[train]`` and ``[distil]`` share.
+
+    ``config`` has the fields ``epochs``, ``batch_size``, ``patience``,
+    ``learning_rate``, ``mask_prob``, ``last_item_mask_prob``, ``windows_per_length``,
+    ``sampled_negatives`` and ``negative_distortion``; errors name them ``table.key``.
+    """
+    for name in ("epochs", "batch_size", "patience"):
+        if getattr(config, name) < 1:
+            raise InputError(f"{table}.{name} must be >= 1 (got {getattr(config, name)})")
+    if config.learning_rate <= 0:
+        raise InputError(f"{table}.learning_rate must be > 0 (got {config.learning_rate})")
+    if not 0.0 < config.mask_prob < 1.0:
+        raise InputError(f"{table}.mask_prob must be in (0, 1) (got {config.mask_prob})")
+    if not 0.0 <= config.last_item_mask_prob <= 1.0:
+        raise InputError(
+            f"{table}.last_item_mask_prob must be in [0, 1] (got {config.last_item_mask_prob})"
+        )
+    if config.windows_per_length <= 0:
+        raise InputError(
+            f"{table}.windows_per_length must be > 0 (got {config.windows_per_length})"
+        )
+    if config.sampled_negatives < 0:
+        raise InputError(f"{table}.sampled_negatives must be >= 0 (got {config.sampled_negatives})")
+    if not 0.0 <= config.negative_distortion <= 1.0:
+        raise InputError(
+            f"{table}.negative_distortion must be in [0, 1] (got {config.negative_distortion})"
+        )
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """Full teacher configuration: ``[model]`` and ``[train]`` tables."""
+class TeacherConfig(TomlConfig):
+    """Full teacher configuration: ``[model]`` and ``[train]`` tables.
+
+    :meth:`defaults` reads ``default.toml``, :meth:`from_toml` a user file over it.
+    """
+
+    defaults_package: ClassVar[str] = "edgerec.teacher"
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> TeacherConfig:
+        if self.model.max_len is None:
+            raise InputError("model.max_len must be set (a teacher has its own length)")
         self.model.validate()
         self.train.validate()
         return self
@@ -119,64 +148,7 @@ class TeacherConfig:
     def to_json(self) -> dict[str, Any]:
         return {"model": asdict(self.model), "train": asdict(self.train)}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "config") -> TeacherConfig:
-        """Build from a ``{"model": {...}, "train": {...}}`` mapping over the defaults."""
-        unknown = set(data) - {"model", "train"}
-        if unknown:
-            raise InputError(f"{source}: unknown table(s) {sorted(unknown)} (known: model, train)")
-        model = _override(ModelConfig(), data.get("model", {}), f"{source} [model]")
-        train = _override(TrainConfig(), data.get("train", {}), f"{source} [train]")
-        return cls(model=model, train=train).validate()
-
-    @classmethod
-    def defaults(cls) -> TeacherConfig:
-        """The documented defaults of ``default.toml``."""
-        text = resources.files("edgerec.teacher").joinpath("default.toml").read_text()
-        return cls.from_json(tomllib.loads(text), "default.toml")
-
-    @classmethod
-    def from_toml(cls, path: str | Path | None) -> TeacherConfig:
-        """Defaults overridden by the TOML file at ``path`` (None: defaults only)."""
-        if path is None:
-            return cls.defaults()
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: invalid TOML ({exc})") from None
-        base = cls.defaults()
-        merged = {"model": asdict(base.model), "train": asdict(base.train)}
-        for table, values in data.items():
-            if not isinstance(values, dict):
-                raise InputError(f"{path}: '{table}' must be a table")
-            merged.setdefault(table, {}).update(values)
-        return cls.from_json(merged, str(path))
-
     def with_overrides(self, **train_overrides: Any) -> TeacherConfig:
         """A copy with some ``train`` fields replaced (None values are ignored)."""
         values = {k: v for k, v in train_overrides.items() if v is not None}
         return replace(self, train=replace(self.train, **values)).validate()
-
-
-def _override(base: Any, values: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(base)}
-    out = {}
-    for key, value in values.items():
-        if key not in known:
-            raise InputError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
-        default = getattr(base, key)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise TypeError
-                out[key] = value
-            else:
-                out[key] = type(default)(value)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"{where}: key '{key}' must be {type(default).__name__} (got {value!r})"
-            ) from None
-    return replace(base, **out)

@@ -1,20 +1,17 @@
 """Cloze training loop for the BERT4Rec teacher.
 
-A custom loop under a ``tf.distribute`` strategy: the default strategy on one
-device, ``MirroredStrategy`` for several local devices, or a multi-worker
+The training step runs under a ``tf.distribute`` strategy: the default strategy on
+one device, ``MirroredStrategy`` for several local devices, or a multi-worker
 strategy configured through ``TF_CONFIG`` — the code never assumes one device.
 The loss is computed only at masked positions (hidden states are gathered before
-the output matmul). Validation NDCG@10 (full ranking) is measured after every
-epoch; the best epoch's weights are kept and training stops early when it has
-not improved for ``patience`` epochs.
+the output matmul). The epochs, validation, weight selection and early stopping are
+the loop the distillation shares (:func:`edgerec.teacher.loop.train_cloze`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +19,12 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
-from edgerec.metrics import metrics_from_ranks, target_ranks
-from edgerec.teacher.cloze import cloze_epoch
 from edgerec.teacher.config import TeacherConfig, TrainConfig
+from edgerec.teacher.loop import ClozeSchedule, EpochLog, train_cloze
 from edgerec.teacher.model import BERT4Rec
 from edgerec.teacher.scoring import KerasScorer
 
@@ -59,15 +54,6 @@ def set_seed(seed: int) -> None:
 
 
 @dataclass
-class EpochLog:
-    epoch: int
-    loss: float
-    valid: dict[str, float]
-    seconds: float
-    learning_rate: float = 0.0
-
-
-@dataclass
 class TrainResult:
     """Outcome of :func:`train_teacher`: the best model and its history."""
 
@@ -76,13 +62,6 @@ class TrainResult:
     best_valid: dict[str, float]
     history: list[EpochLog] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def validation_metrics(scorer: KerasScorer, split: LeaveOneOutSplit) -> dict[str, float]:
-    """Validation HR/NDCG/MRR@10 with full ranking (history kept)."""
-    rows = scorer.spec.encode_batch(split.valid_inputs())
-    scores = scorer.score_rows(rows)
-    return metrics_from_ranks(target_ranks(scores, split.valid_target), ks=(10,))
 
 
 def sampling_unigrams(split: LeaveOneOutSplit, num_items: int) -> list[float]:
@@ -181,12 +160,14 @@ def train_teacher(
     progress: bool = True,
     on_epoch: Callable[[EpochLog], None] | None = None,
     checkpoint_dir: str | Path | None = None,
+    valid_split: LeaveOneOutSplit | None = None,
 ) -> TrainResult:
     """Train a BERT4Rec teacher on ``split.train`` with early stopping on validation.
 
     With ``checkpoint_dir``, the best epoch's weights are also written to
     ``checkpoint_dir/best.weights.h5`` whenever validation NDCG@10 improves, so an
-    interrupted run keeps its best model.
+    interrupted run keeps its best model. ``valid_split`` (default ``split``) holds the
+    validation targets that select the epoch, e.g. a sample of the users.
     """
     mc, tc = config.model, config.train
     set_seed(tc.seed)
@@ -231,68 +212,28 @@ def train_teacher(
         per_replica = strat.run(step_fn, args=(inputs, labels))
         return strat.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    best_ndcg, best_epoch, best_valid = -1.0, 0, {}
-    best_weights: list[np.ndarray] | None = None
-    history: list[EpochLog] = []
-    learning_rate = tc.learning_rate
-    started = time.perf_counter()
-    bar = tqdm(range(1, tc.epochs + 1), desc="train teacher", unit="epoch", disable=not progress)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        x, y = cloze_epoch(
-            split.train,
-            mc.max_len,
-            spec.mask_id,
-            tc.mask_prob,
-            tc.last_item_mask_prob,
-            tc.windows_per_length,
-            rng,
-        )
+    def batches(x: np.ndarray, y: np.ndarray) -> Iterable[tuple[Any, Any]]:
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(tc.batch_size * replicas)
-        ds = strat.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE))
-        total, steps = 0.0, 0
-        for inputs, labels in ds:
-            total += float(distributed_step(inputs, labels))
-            steps += 1
-        loss = total / max(steps, 1)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
-        # With weight averaging, validate (and keep) the averaged weights, then put the
-        # raw training weights back so the optimiser continues from them.
-        raw_weights = None
-        if optimizer.use_ema:
-            raw_weights = [v.numpy() for v in model.trainable_variables]
-            optimizer.finalize_variable_values(model.trainable_variables)
-        valid = validation_metrics(scorer, split)
-        entry = EpochLog(epoch, loss, valid, time.perf_counter() - t0, learning_rate)
-        history.append(entry)
-        if on_epoch:
-            on_epoch(entry)
-        if valid["NDCG@10"] > best_ndcg:
-            best_ndcg, best_epoch, best_valid = valid["NDCG@10"], epoch, valid
-            best_weights = [w.numpy().copy() for w in model.weights]
-            if checkpoint_dir is not None:
-                Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-                model.save_weights(Path(checkpoint_dir) / "best.weights.h5")
-        if raw_weights is not None:
-            for var, value in zip(model.trainable_variables, raw_weights, strict=True):
-                var.assign(value)
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{valid['NDCG@10']:.4f}", best=best_epoch)
-        log.debug("epoch %d loss %.4f valid %s", epoch, loss, valid)
-        stale = epoch - best_epoch
-        if stale and stale % tc.lr_decay_patience == 0 and tc.lr_decay_factor < 1.0:
-            learning_rate = max(learning_rate * tc.lr_decay_factor, tc.min_learning_rate)
-            optimizer.learning_rate.assign(learning_rate)
-            log.debug("epoch %d: learning rate -> %.2e", epoch, learning_rate)
-        if stale >= tc.patience:
-            log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
-            break
-    if best_weights is not None:
-        for var, value in zip(model.weights, best_weights, strict=True):
-            var.assign(value)
+        return strat.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE))
+
+    loop = train_cloze(
+        model,
+        split,
+        distributed_step,
+        optimizer,
+        ClozeSchedule.of(tc),
+        rng,
+        scorer=scorer,
+        batches=batches,
+        valid_split=valid_split,
+        name="teacher",
+        progress=progress,
+        on_epoch=on_epoch,
+        checkpoint_dir=checkpoint_dir,
+    )
     if policy != "float32":
         model = float32_copy(model)
-    return TrainResult(model, best_epoch, best_valid, history, time.perf_counter() - started)
+    return TrainResult(model, loop.best_epoch, loop.best_valid, loop.history, loop.seconds)
 
 
 def float32_copy(model: BERT4Rec) -> BERT4Rec:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edgerec.converters.config import ConvertConfig, Gate, Precision, Target
+from edgerec.converters.config import STUDENT_DEFAULTS, ConvertConfig, Gate, Precision, Target
 from edgerec.errors import InputError
+from edgerec.teacher.config import ModelConfig
 
 
 def test_defaults_match_the_issue() -> None:
@@ -25,6 +26,13 @@ def test_defaults_match_the_issue() -> None:
     assert g.gate_for("onnx", "fp16").max_abs_err == 5e-2  # format/precision override
     assert g.quality_min_ratio == 0.97
     assert cfg.validation.num_sequences >= 200
+
+
+def test_student_is_the_teacher_model_config_with_student_defaults() -> None:
+    cfg = ConvertConfig.defaults()
+    assert isinstance(cfg.student, ModelConfig) and cfg.student == STUDENT_DEFAULTS
+    assert cfg.student.max_len is None  # the teacher's length
+    assert cfg.student.d_model < ModelConfig().d_model
 
 
 def test_fp32_is_always_built() -> None:
@@ -64,6 +72,8 @@ def test_toml_overrides_a_subset(tmp_path: Path) -> None:
         ("[distil]\nteacher_top_k = 0\n", "teacher_top_k"),
         ("[distil]\nnegative_distortion = 2.0\n", "negative_distortion"),
         ("[distil]\ninit_from_teacher = 1\n", "must be bool"),
+        ("[student]\ngelu_approximate = false\n", "gelu_approximate must be true"),
+        ("[student]\nd_model = 32\nwidth = 3\n", "bad.toml:3: unknown key 'width' in"),
         ("[gates]\nint8 = { min_overlap = 1.5 }\n", "min_overlap"),
         ('[gates]\n"tflite/int3" = { min_overlap = 0.5 }\n', "unknown precision"),
         ('[student]\nd_model = "big"\n', "must be int"),

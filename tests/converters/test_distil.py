@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerec.converters.config import DistilConfig, StudentConfig
+from edgerec.converters.config import DistilConfig, student_config
 from edgerec.errors import InputError
 from edgerec.teacher.config import ModelConfig
 
@@ -17,18 +17,18 @@ TEACHER = ModelConfig(max_len=12, d_model=32, num_blocks=1, num_heads=2, ffn_dim
 def test_resolve_student_rules() -> None:
     from edgerec.converters.distil import resolve_student
 
-    small = StudentConfig(d_model=16, num_blocks=1, ffn_dim=32)
+    small = student_config(d_model=16, num_blocks=1, ffn_dim=32)
     assert resolve_student(small, TEACHER).max_len == 12
     assert (
         resolve_student(
-            StudentConfig(d_model=16, num_blocks=1, ffn_dim=32, max_len=8), TEACHER
+            student_config(d_model=16, num_blocks=1, ffn_dim=32, max_len=8), TEACHER
         ).max_len
         == 8
     )
     with pytest.raises(InputError, match="exceeds"):
-        resolve_student(StudentConfig(d_model=16, num_blocks=1, ffn_dim=32, max_len=13), TEACHER)
+        resolve_student(student_config(d_model=16, num_blocks=1, ffn_dim=32, max_len=13), TEACHER)
     with pytest.raises(InputError, match="not smaller"):
-        resolve_student(StudentConfig(d_model=32, num_blocks=1, ffn_dim=64), TEACHER)
+        resolve_student(student_config(d_model=32, num_blocks=1, ffn_dim=64), TEACHER)
 
 
 def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1):
@@ -38,7 +38,7 @@ def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1):
 
     info, teacher = load_teacher(teacher_dir)
     cfg = distil.resolve_student(
-        StudentConfig(d_model=16, num_blocks=1, ffn_dim=32, max_len=max_len), info.config.model
+        student_config(d_model=16, num_blocks=1, ffn_dim=32, max_len=max_len), info.config.model
     )
     options = distil.DistilOptions(
         cfg,
@@ -105,7 +105,7 @@ def test_sampled_distillation_learns_the_walk(tiny_teacher) -> None:
 
     info, teacher = load_teacher(tiny_teacher)
     cfg = distil.resolve_student(
-        StudentConfig(d_model=16, num_blocks=1, ffn_dim=32), info.config.model
+        student_config(d_model=16, num_blocks=1, ffn_dim=32), info.config.model
     )
     dc = DistilConfig(
         epochs=10,
@@ -137,7 +137,7 @@ def test_init_from_teacher_keeps_the_item_geometry(tiny_teacher) -> None:
 
     info, teacher = load_teacher(tiny_teacher)
     cfg = distil.resolve_student(
-        StudentConfig(d_model=16, num_blocks=1, ffn_dim=32), info.config.model
+        student_config(d_model=16, num_blocks=1, ffn_dim=32), info.config.model
     )
     student = BERT4Rec(teacher.num_items, cfg)
     distil.init_item_table_from_teacher(student, teacher)
