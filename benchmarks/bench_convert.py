@@ -166,8 +166,8 @@ def part_teacher(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, A
 
 
 def part_ablation(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
-    from edgerec.converters import distil
     from edgerec.converters.config import ConvertConfig
+    from edgerec.converters.passes import distil
     from edgerec.converters.pipeline import _eval_set, _keras_quality, prepare
     from edgerec.metrics import paired_bootstrap
 

@@ -12,38 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from enum import StrEnum
 from typing import Any, ClassVar
 
+from edgerec.bundle import Format, Precision
 from edgerec.config import Source, TomlConfig, build, parse_with, scalar, toml_key
 from edgerec.errors import InputError
 from edgerec.teacher.config import ModelConfig, validate_cloze
 
-
-class Precision(StrEnum):
-    """Numeric mode of an exported artifact."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, float activations (dynamic range)
-    INT8 = "int8"  # int8 weights and activations (representative-data calibration)
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def bytes_per_weight(self) -> int:
-        return {"fp32": 4, "fp16": 2}.get(self.value, 1)
-
-
-class Target(StrEnum):
-    """Artifact file format."""
-
-    TFLITE = "tflite"
-    ONNX = "onnx"
-
-    def __str__(self) -> str:
-        return self.value
+#: an artifact's file format is what the converter calls its target
+Target = Format
 
 
 #: precisions each target can produce (full int8 is TFLite only)

@@ -34,7 +34,7 @@ from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 
 if TYPE_CHECKING:
-    from edgerec.converters.distil import StudentArtifact
+    from edgerec.converters.passes.distil import StudentArtifact
     from edgerec.teacher.artifacts import TeacherInfo
     from edgerec.teacher.config import ModelConfig
 
@@ -107,7 +107,7 @@ def prepare(
     force: bool = False,
 ) -> Prepared:
     """Every input check, before any training (no TensorFlow import)."""
-    from edgerec.converters.distil import resolve_student
+    from edgerec.converters.passes.distil import resolve_student
     from edgerec.teacher.artifacts import read_teacher_info
 
     config = (config or ConvertConfig.defaults()).validate()
@@ -180,8 +180,8 @@ def convert(
 def _convert(
     prepared: Prepared, work: Path, timings: dict[str, float], progress: bool
 ) -> ConvertResult:
-    from edgerec.converters import distil, rows
-    from edgerec.converters.passes import export, package, quality, savedmodel, validate
+    from edgerec.converters import rows
+    from edgerec.converters.passes import distil, export, package, quality, savedmodel, validate
     from edgerec.teacher.artifacts import load_teacher
 
     cfg = prepared.config

@@ -1,6 +1,7 @@
 """The converter's passes, in pipeline order.
 
-``savedmodel`` (Keras student -> static-signature SavedModel) -> ``export``
+``distil`` (teacher -> Keras student; its loss in ``kd_loss``) -> ``savedmodel``
+(Keras student -> static-signature SavedModel) -> ``export``
 (runs ``tflite`` / ``onnx`` for each precision and ``gpu`` for the GPU-delegate
 variant, whose operators ``gpu_ops`` certifies) -> ``validate`` (every artifact through the
 runtime's backends) -> ``quality`` (retention against the teacher) ->

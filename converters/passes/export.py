@@ -21,7 +21,7 @@ from edgerec.converters.artifacts import ModelArtifact, SavedModelArtifact
 from edgerec.converters.config import SUPPORTED, ExportConfig, Precision, Target
 
 if TYPE_CHECKING:
-    from edgerec.converters.distil import StudentArtifact
+    from edgerec.converters.passes.distil import StudentArtifact
 
 log = logging.getLogger(__name__)
 

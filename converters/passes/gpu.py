@@ -35,7 +35,7 @@ import numpy as np
 
 from edgerec.converters.artifacts import ModelArtifact, scores_output
 from edgerec.converters.config import Precision, Target
-from edgerec.converters.distil import StudentArtifact
+from edgerec.converters.passes.distil import StudentArtifact
 from edgerec.converters.passes.gpu_ops import certify
 from edgerec.runtime.tflite_schema import read_model
 

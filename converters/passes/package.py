@@ -55,7 +55,7 @@ from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.runtime.tflite_schema import MANIFEST_METADATA, embed_metadata
 
 if TYPE_CHECKING:
-    from edgerec.converters.distil import StudentArtifact
+    from edgerec.converters.passes.distil import StudentArtifact
     from edgerec.teacher.artifacts import TeacherInfo as TeacherDirInfo
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def content_version(*parts: bytes) -> str:
 
 def identity(data: PackageInput, status: str) -> BundleIdentity:
     """What the bundle is: model, teacher, data, vocabulary, recipe."""
-    from edgerec.converters.distil import encoder_params
+    from edgerec.converters.passes.distil import encoder_params
 
     cfg, student, info = data.config, data.student, data.teacher
     vocab = data.split.vocab

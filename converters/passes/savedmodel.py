@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgerec.converters.artifacts import SavedModelArtifact
-from edgerec.converters.distil import StudentArtifact
+from edgerec.converters.passes.distil import StudentArtifact
 
 log = logging.getLogger(__name__)
 

@@ -110,8 +110,8 @@ def build(spec: SyntheticSpec, out_dir: str | Path) -> Path:
     from edgerec.bundle import BundleWriter
     from edgerec.converters.artifacts import scores_output
     from edgerec.converters.config import Precision
-    from edgerec.converters.distil import StudentArtifact, encoder_params
     from edgerec.converters.passes import savedmodel, tflite
+    from edgerec.converters.passes.distil import StudentArtifact, encoder_params
     from edgerec.converters.passes.package import npy_bytes
     from edgerec.features import FeatureSpec
     from edgerec.teacher.config import ModelConfig

@@ -1,7 +1,7 @@
 """The early-stopped Cloze training loop of BERT4Rec models (teacher and student).
 
 ``edgerec train`` (:func:`edgerec.teacher.train.train_teacher`) and the converter's
-distillation (:mod:`edgerec.converters.distil`) differ only in their training step:
+distillation (:mod:`edgerec.converters.passes.distil`) differ only in their training step:
 the loss, the optimiser and how a batch reaches the device. Everything around the
 step is this one loop: a fresh Cloze epoch (:func:`~edgerec.teacher.cloze.cloze_epoch`)
 per epoch, the mean step loss, validation NDCG@10 with full ranking after every epoch

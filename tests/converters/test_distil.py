@@ -15,7 +15,7 @@ TEACHER = ModelConfig(max_len=12, d_model=32, num_blocks=1, num_heads=2, ffn_dim
 
 
 def test_resolve_student_rules() -> None:
-    from edgerec.converters.distil import resolve_student
+    from edgerec.converters.passes.distil import resolve_student
 
     small = student_config(d_model=16, num_blocks=1, ffn_dim=32)
     assert resolve_student(small, TEACHER).max_len == 12
@@ -32,7 +32,7 @@ def test_resolve_student_rules() -> None:
 
 
 def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1):
-    from edgerec.converters import distil
+    from edgerec.converters.passes import distil
     from edgerec.teacher.artifacts import load_teacher
     from tests.converters.tiny import tiny_split
 
@@ -68,7 +68,7 @@ def test_sampled_kd_loss_approaches_the_full_loss() -> None:
     """The sampled estimate tends to the full-catalog loss as the sample grows."""
     import tensorflow as tf
 
-    from edgerec.converters.kd_loss import full_kd_loss, sampled_kd_loss
+    from edgerec.converters.passes.kd_loss import full_kd_loss, sampled_kd_loss
     from edgerec.teacher.model import BERT4Rec
     from edgerec.teacher.train import negative_sampler
 
@@ -99,7 +99,7 @@ def test_sampled_kd_loss_approaches_the_full_loss() -> None:
 
 
 def test_sampled_distillation_learns_the_walk(tiny_teacher) -> None:
-    from edgerec.converters import distil
+    from edgerec.converters.passes import distil
     from edgerec.teacher.artifacts import load_teacher
     from tests.converters.tiny import tiny_split
 
@@ -130,7 +130,7 @@ def test_sampled_distillation_learns_the_walk(tiny_teacher) -> None:
 
 def test_init_from_teacher_keeps_the_item_geometry(tiny_teacher) -> None:
     """The student's table is the best rank-d fit of the teacher's item dot products."""
-    from edgerec.converters import distil
+    from edgerec.converters.passes import distil
     from edgerec.teacher.artifacts import load_teacher
     from edgerec.teacher.model import BERT4Rec
     from tests.converters.tiny import tiny_split

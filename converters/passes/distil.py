@@ -7,7 +7,7 @@ objective, :func:`edgerec.teacher.cloze.cloze_epoch`)::
     + (1 - alpha) * CE(ground-truth item, student)
 
 over the full catalog, or with ``distil.sampled_negatives = K`` over the target, the
-teacher's top items and K sampled negatives (:mod:`edgerec.converters.kd_loss`).
+teacher's top items and K sampled negatives (:mod:`edgerec.converters.passes.kd_loss`).
 
 The teacher's logits come from running the teacher on the *same* masked windows
 (left-padded to its own length when the student's is shorter), inference mode,
@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from edgerec.converters.config import DistilConfig, validate_student
-from edgerec.converters.kd_loss import KDLoss, full_kd_loss, sampled_kd_loss
+from edgerec.converters.passes.kd_loss import KDLoss, full_kd_loss, sampled_kd_loss
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
