@@ -22,7 +22,7 @@ from typing import Any
 from . import errors
 from .group_commit import GroupCommit, PendingMessage
 from .live_rounds import LiveRounds
-from .phase import Phase
+from .phase import Incoming, Phase
 from .round_state import expect_phase, load_round
 from .storage import Device, Message, Round, Storage, Transaction
 from .storage import dumps as canonical
@@ -126,7 +126,7 @@ class MessageIntake:
         live = self.live.get(rnd, tx)
         handler = self.phases[phase]
         now = self.clock()
-        accepted = handler.accept(tx, rnd, live, device, message.body, now)
+        accepted = handler.accept(Incoming(tx, rnd, live, device, message.body, now))
         tx.insert_message(
             Message(
                 round_id,

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -80,6 +80,28 @@ class Publish:
 Outcome = Wait | Advance | Fail | Publish
 
 
+class Incoming(NamedTuple):
+    """A device's message as :meth:`Phase.accept` sees it, inside the write transaction."""
+
+    tx: Transaction
+    rnd: Round
+    live: LiveRound
+    device: Device
+    body: dict[str, Any]
+    now: float
+
+
+class Closing(NamedTuple):
+    """What :meth:`Phase.close` decides on: ``count`` messages in, deadline ``expired``?"""
+
+    rnd: Round
+    params: RoundParams
+    live: LiveRounds
+    count: int
+    expired: bool
+    now: float
+
+
 class Phase(ABC):
     """One phase of the protocol (see the module docstring)."""
 
@@ -91,28 +113,12 @@ class Phase(ABC):
         """How many messages complete the phase (it then closes before its deadline)."""
 
     @abstractmethod
-    def accept(
-        self,
-        tx: Transaction,
-        rnd: Round,
-        live: LiveRound,
-        device: Device,
-        body: dict[str, Any],
-        now: float,
-    ) -> Accepted:
-        """Validate ``device``'s message ``body`` (raising :class:`ApiError` on refusal)."""
+    def accept(self, message: Incoming) -> Accepted:
+        """Validate the device's message (raising :class:`ApiError` on refusal)."""
 
     @abstractmethod
-    def close(
-        self,
-        rnd: Round,
-        params: RoundParams,
-        live: LiveRounds,
-        count: int,
-        expired: bool,
-        now: float,
-    ) -> Outcome:
-        """What to do with the round now that ``count`` messages are in."""
+    def close(self, closing: Closing) -> Outcome:
+        """What to do with the round now that ``closing.count`` messages are in."""
 
 
 M = TypeVar("M")
@@ -153,3 +159,21 @@ def require_participant(tx: Transaction, rnd: Round, device: Device) -> Particip
 def ack(rnd: Round, phase: str, client_id: int) -> dict[str, Any]:
     """The answer to an accepted message."""
     return {"accepted": phase, "round": rnd.round_id, "client_id": client_id}
+
+
+def participant_message(
+    message: Incoming, cls: type[M], member_of: str | None = None, refusal: str = ""
+) -> tuple[Participant, M]:
+    """The sender's participation and its message parsed as ``cls``.
+
+    Checks, in this order: the device advertised keys in the round (403); when
+    ``member_of`` names a set of the round's info (``"shared"``, ``"survivors"``), it is
+    in it (403 with ``refusal``); the body parses (422); it names the sender's own
+    SecAgg client id (422).
+    """
+    part = require_participant(message.tx, message.rnd, message.device)
+    if member_of is not None and not message.live.member(message.rnd, member_of, part.client_id):
+        raise errors.forbidden(refusal, code=wire.E_NOT_PARTICIPANT)
+    msg = parse_message(cls, message.body, message.live.params)
+    check_client_id(msg.client_id, part.client_id)
+    return part, msg

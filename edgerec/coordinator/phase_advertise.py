@@ -7,18 +7,26 @@ builds the SecAgg server from the advertisements: its roster is the cohort.
 
 from __future__ import annotations
 
-from typing import Any
-
 from edgerec.federated import wire
 from edgerec.federated.errors import ProtocolError, SecAggError
 from edgerec.federated.protocol import Advertisement, RoundParams
 
 from . import errors
 from .cohort_sampling import is_selected
-from .live_rounds import LiveRound, LiveRounds
-from .phase import Accepted, Advance, Fail, Outcome, Phase, Wait, ack, parse_message
+from .phase import (
+    Accepted,
+    Advance,
+    Closing,
+    Fail,
+    Incoming,
+    Outcome,
+    Phase,
+    Wait,
+    ack,
+    parse_message,
+)
 from .round_state import phase_timeout
-from .storage import Device, Round, Transaction
+from .storage import Round
 
 
 class AdvertisePhase(Phase):
@@ -30,15 +38,8 @@ class AdvertisePhase(Phase):
         """Every sampled device (never more than the cohort bound)."""
         return min(int(rnd.params.get("selected", params.cohort_target)), params.cohort_target)
 
-    def accept(
-        self,
-        tx: Transaction,
-        rnd: Round,
-        live: LiveRound,
-        device: Device,
-        body: dict[str, Any],
-        now: float,
-    ) -> Accepted:
+    def accept(self, message: Incoming) -> Accepted:
+        tx, rnd, live, device, body, now = message
         params = live.params
         if not is_selected(rnd, device):
             raise errors.forbidden(
@@ -63,15 +64,8 @@ class AdvertisePhase(Phase):
         live.keys.update((msg.c_pk, msg.s_pk))
         return Accepted(body, None, ack(rnd, self.name, msg.client_id))
 
-    def close(
-        self,
-        rnd: Round,
-        params: RoundParams,
-        live: LiveRounds,
-        count: int,
-        expired: bool,
-        now: float,
-    ) -> Outcome:
+    def close(self, closing: Closing) -> Outcome:
+        rnd, params, live, count, expired, now = closing
         if count < self.quota(rnd, params) and not expired:
             return Wait()
         if count < params.min_cohort:

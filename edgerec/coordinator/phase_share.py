@@ -8,26 +8,24 @@ deadline; the devices that shared are the ones that may upload.
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 from edgerec.federated.errors import SecAggError
 from edgerec.federated.protocol import EncryptedShares, RoundParams
 
-from .live_rounds import LiveRound, LiveRounds
 from .phase import (
     Accepted,
     Advance,
+    Closing,
     Fail,
+    Incoming,
     Outcome,
     Phase,
     Wait,
     ack,
-    check_client_id,
-    parse_message,
+    participant_message,
     refused_as_invalid,
-    require_participant,
 )
-from .storage import Device, Round, Transaction
+from .storage import Round
 
 
 class SharePhase(Phase):
@@ -39,18 +37,9 @@ class SharePhase(Phase):
         """Every device of the roster."""
         return len(rnd.info.get("roster", ()))
 
-    def accept(
-        self,
-        tx: Transaction,
-        rnd: Round,
-        live: LiveRound,
-        device: Device,
-        body: dict[str, Any],
-        now: float,
-    ) -> Accepted:
-        part = require_participant(tx, rnd, device)
-        msg = parse_message(EncryptedShares, body, live.params)
-        check_client_id(msg.client_id, part.client_id)
+    def accept(self, message: Incoming) -> Accepted:
+        tx, rnd, live, device, body, now = message
+        part, msg = participant_message(message, EncryptedShares)
         with refused_as_invalid():
             live.secagg.add_shares(msg)
         tx.insert_ciphertexts(
@@ -60,15 +49,8 @@ class SharePhase(Phase):
         )
         return Accepted(body, None, ack(rnd, self.name, part.client_id))
 
-    def close(
-        self,
-        rnd: Round,
-        params: RoundParams,
-        live: LiveRounds,
-        count: int,
-        expired: bool,
-        now: float,
-    ) -> Outcome:
+    def close(self, closing: Closing) -> Outcome:
+        rnd, params, live, count, expired, now = closing
         server = live.get(rnd).secagg
         if count < len(server.roster) and not expired:
             return Wait()

@@ -19,7 +19,7 @@ from edgerec.federated import wire
 
 from . import errors
 from .live_rounds import LiveRounds
-from .phase import Advance, Fail, Outcome, Phase, Publish, Wait
+from .phase import Advance, Closing, Fail, Outcome, Phase, Publish, Wait
 from .publishing import Publisher
 from .round_state import load_round, round_params
 from .storage import FAILED, PHASES, Round, Storage
@@ -120,7 +120,7 @@ class PhaseTransitions:
         phase = self.phases.get(rnd.state)
         if phase is None:
             raise RuntimeError(f"round {rnd.round_id} in unknown state {rnd.state!r}")
-        outcome: Outcome = phase.close(rnd, params, self.live, count, expired, now)
+        outcome: Outcome = phase.close(Closing(rnd, params, self.live, count, expired, now))
         if isinstance(outcome, Wait):
             return False
         if isinstance(outcome, Fail):

@@ -8,28 +8,23 @@ deadline, if every secret can be reconstructed; the unmasked sum is then publish
 
 from __future__ import annotations
 
-from typing import Any
-
-from edgerec.federated import wire
 from edgerec.federated.errors import SecAggError
 from edgerec.federated.protocol import RoundParams, UnmaskResponse
 
-from . import errors
-from .live_rounds import LiveRound, LiveRounds
 from .phase import (
     Accepted,
+    Closing,
     Fail,
+    Incoming,
     Outcome,
     Phase,
     Publish,
     Wait,
     ack,
-    check_client_id,
-    parse_message,
+    participant_message,
     refused_as_invalid,
-    require_participant,
 )
-from .storage import Device, Round, Transaction
+from .storage import Round
 
 
 class UnmaskPhase(Phase):
@@ -41,35 +36,20 @@ class UnmaskPhase(Phase):
         """Every survivor."""
         return len(rnd.info.get("survivors", ()))
 
-    def accept(
-        self,
-        tx: Transaction,
-        rnd: Round,
-        live: LiveRound,
-        device: Device,
-        body: dict[str, Any],
-        now: float,
-    ) -> Accepted:
-        part = require_participant(tx, rnd, device)
-        if not live.member(rnd, "survivors", part.client_id):
-            raise errors.forbidden(
-                f"device is not a survivor of round {rnd.round_id}", code=wire.E_NOT_PARTICIPANT
-            )
-        msg = parse_message(UnmaskResponse, body, live.params)
-        check_client_id(msg.client_id, part.client_id)
+    def accept(self, message: Incoming) -> Accepted:
+        tx, rnd, live, device, body, now = message
+        part, msg = participant_message(
+            message,
+            UnmaskResponse,
+            member_of="survivors",
+            refusal=f"device is not a survivor of round {message.rnd.round_id}",
+        )
         with refused_as_invalid():
             live.secagg.add_unmask_response(msg)
         return Accepted(body, None, ack(rnd, self.name, part.client_id))
 
-    def close(
-        self,
-        rnd: Round,
-        params: RoundParams,
-        live: LiveRounds,
-        count: int,
-        expired: bool,
-        now: float,
-    ) -> Outcome:
+    def close(self, closing: Closing) -> Outcome:
+        rnd, params, live, count, expired, now = closing
         server = live.get(rnd).secagg
         if count < len(server.survivors) and not expired:
             return Wait()

@@ -8,31 +8,27 @@ the others are dropouts whose pairwise masks the next phase removes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
 
-from edgerec.federated import wire
 from edgerec.federated.errors import SecAggError
 from edgerec.federated.protocol import MaskedInput, RoundParams
 
-from . import errors
-from .live_rounds import LiveRound, LiveRounds
 from .phase import (
     Accepted,
     Advance,
+    Closing,
     Fail,
+    Incoming,
     Outcome,
     Phase,
     Wait,
     ack,
-    check_client_id,
-    parse_message,
+    participant_message,
     refused_as_invalid,
-    require_participant,
 )
 from .round_state import phase_timeout
-from .storage import Device, Round, Transaction
+from .storage import Round
 
 
 class UploadPhase(Phase):
@@ -44,23 +40,14 @@ class UploadPhase(Phase):
         """Every device that sent its shares."""
         return len(rnd.info.get("shared", ()))
 
-    def accept(
-        self,
-        tx: Transaction,
-        rnd: Round,
-        live: LiveRound,
-        device: Device,
-        body: dict[str, Any],
-        now: float,
-    ) -> Accepted:
-        part = require_participant(tx, rnd, device)
-        if not live.member(rnd, "shared", part.client_id):
-            raise errors.forbidden(
-                "device did not send its shares in time; it cannot upload in this round",
-                code=wire.E_NOT_PARTICIPANT,
-            )
-        msg = parse_message(MaskedInput, body, live.params)
-        check_client_id(msg.client_id, part.client_id)
+    def accept(self, message: Incoming) -> Accepted:
+        tx, rnd, live, device, body, now = message
+        part, msg = participant_message(
+            message,
+            MaskedInput,
+            member_of="shared",
+            refusal="device did not send its shares in time; it cannot upload in this round",
+        )
         with refused_as_invalid():
             live.secagg.add_masked(msg)
         blob = np.ascontiguousarray(msg.y, dtype="<u4").tobytes()
@@ -68,15 +55,8 @@ class UploadPhase(Phase):
         response = {**ack(rnd, self.name, part.client_id), "sha256": _sha256(blob)}
         return Accepted(payload, blob, response)
 
-    def close(
-        self,
-        rnd: Round,
-        params: RoundParams,
-        live: LiveRounds,
-        count: int,
-        expired: bool,
-        now: float,
-    ) -> Outcome:
+    def close(self, closing: Closing) -> Outcome:
+        rnd, params, live, count, expired, now = closing
         server = live.get(rnd).secagg
         if count < len(server.shared) and not expired:
             return Wait()
