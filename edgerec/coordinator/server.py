@@ -102,7 +102,7 @@ def serve(opts: ServeOptions) -> None:
         log.warning("no --admin-token-file: the admin API is disabled (use the CLI with --db)")
     storage = open_storage(opts.db)
     path = None if getattr(storage, "memory", True) else Path(storage.path).resolve()
-    with db_lock(path):
+    with db_lock(path), storage.serve_lock():
         model = model_from_bundle(opts.bundle) if opts.bundle else None
         coordinator = Coordinator(
             storage, model, enroll_keys, admin_token=admin_token, config=opts.config
