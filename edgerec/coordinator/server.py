@@ -41,6 +41,7 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = False
     http: str = "auto"
+    log_format: str = "text"
 
 
 def read_secret(path: str | None, env: str) -> str | None:
@@ -128,6 +129,8 @@ def serve(opts: ServeOptions) -> None:
             timeout_keep_alive=30,
             http=opts.http,
             server_header=False,
+            # JSON logs: uvicorn's own loggers propagate to the root's JSON handler
+            **({"log_config": None} if opts.log_format == "json" else {}),
         )
         try:
             uvicorn.Server(config).run()

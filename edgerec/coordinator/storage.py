@@ -237,6 +237,10 @@ class Storage(ABC):
     """A database of the coordinator's state (see the module docstring)."""
 
     url: str
+    #: schema version of the open database, and the one it had before opening
+    #: (None: this open created it); see :mod:`.migrations`
+    schema_version: int
+    schema_found: int | None
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
