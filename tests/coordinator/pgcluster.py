@@ -21,7 +21,7 @@ from pathlib import Path
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; install them with "
-    "'scripts/ensure-postgres.sh' (runs: apt-get install -y postgresql) or set "
+    "'.ci/ensure-postgres.sh' (runs: apt-get install -y postgresql; 'make test' calls it) or set "
     "EDGEREC_PG_BIN to their folder"
 )
 PORT = 5432  # only names the socket file inside our own directory
