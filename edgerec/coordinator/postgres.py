@@ -463,6 +463,9 @@ class PostgresStorage(Storage):
             ) from None
         try:
             self._init_schema(migrate, tuple(steps))
+        except psycopg.Error as exc:
+            self.pool.close()
+            raise StorageError(f"{self.url}: cannot use the database ({exc})") from None
         except BaseException:
             self.pool.close()
             raise
