@@ -427,10 +427,9 @@ class PostgresStorage(Storage):
 
         self.url = redact(url)
         conninfo, options = split_url(url)
-        unknown_sync = options.get("synchronous", "full") not in ("full", "normal")
-        if unknown_sync:
-            raise StorageError(f"{self.url}: synchronous must be 'full' or 'normal'")
         self.synchronous = options.get("synchronous", "full")
+        if self.synchronous not in ("full", "normal"):
+            raise StorageError(f"{self.url}: synchronous must be 'full' or 'normal'")
         try:
             pool_max = int(options.get("pool_max", "8"))
         except ValueError:
