@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 RUNS   ?= runs
 BUNDLES ?= bundles
 
-.PHONY: demo test test-fast lint venv clean bench
+.PHONY: demo test test-fast lint venv clean bench postgres
 
 venv: $(VENV)/.installed
 
@@ -31,11 +31,15 @@ lint: venv
 	$(BIN)/ruff check .
 	$(PY) tools/lint_layers.py
 
-test: lint
+# the coordinator tests run on a throw-away PostgreSQL server too: install it if missing
+postgres:
+	.ci/ensure-postgres.sh
+
+test: lint postgres
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory device-test
 
-test-fast: venv
+test-fast: venv postgres
 	$(BIN)/pytest -q -m "not slow"
 
 clean:

@@ -24,6 +24,10 @@ Usage::
 
     .venv/bin/python benchmarks/bench_coordinator.py                 # ~1-2 min
     .venv/bin/python benchmarks/bench_coordinator.py --devices 400 --concurrency 8
+    .venv/bin/python benchmarks/bench_coordinator.py --db postgresql://edgerec@/bench?host=/tmp
+
+``--db`` names the database (default: a fresh SQLite file in the work directory);
+a PostgreSQL database must be empty (the benchmark creates its tables).
 """
 
 from __future__ import annotations
@@ -252,17 +256,17 @@ def finish_round(port: int, prep: dict) -> None:
             r.raise_for_status()
 
 
-def wait_head(db_file: Path, timeout: float = 120) -> np.ndarray | None:
+def wait_head(db_url: str, timeout: float = 120) -> np.ndarray | None:
+    from edgerec.coordinator.storage import open_storage
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = sqlite3.connect(db_file)
-        try:
-            row = conn.execute("SELECT global_bias FROM heads WHERE version = 1").fetchone()
-        finally:
-            conn.close()
-        if row:
-            return np.frombuffer(row[0], "<f4")
-        time.sleep(0.3)
+    with open_storage(db_url) as storage:
+        while time.monotonic() < deadline:
+            with storage.read() as tx:
+                head = tx.get_head(1)
+            if head is not None:
+                return head.global_bias
+            time.sleep(0.3)
     return None
 
 
@@ -274,12 +278,13 @@ def main() -> int:
     ap.add_argument("--degree", type=int, default=16, help="SecAgg+ neighbour degree")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--db", help="database URL (default: a new SQLite file in the work dir)")
     ap.add_argument("--out", type=Path, default=RESULTS / "coordinator.json")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-coord-", dir=OUT if OUT.is_dir() else None))
-    db_file = tmp / "coordinator.db"
-    db_url = f"sqlite:///{db_file}"
+    db_url = args.db or f"sqlite:///{tmp / 'coordinator.db'}"
+    backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite WAL synchronous=FULL"
     bundle = make_bundle(tmp / "bundle", args.params)
     t = time.perf_counter()
     print(f"setup: {args.devices} devices, {args.params}-value updates, k={args.degree} ...")
@@ -309,7 +314,7 @@ def main() -> int:
         client_cpu = time.process_time() - own0
         ok = sum(1 for s in statuses if s == 200)
         finish_round(port, prep)
-        bias = wait_head(db_file)
+        bias = wait_head(db_url)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -333,7 +338,7 @@ def main() -> int:
             "loadavg_1m_at_end": os.getloadavg()[0],
         },
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "server": "edgerec coordinator serve (uvicorn, 1 process), SQLite WAL synchronous=FULL",
+        "server": f"edgerec coordinator serve (uvicorn, 1 process), {backend}",
         "http_parser": http_parser(),
         "client": "asyncio raw HTTP/1.1 keep-alive, pre-serialised requests",
         "results": {

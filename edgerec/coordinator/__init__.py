@@ -2,10 +2,14 @@
 
 ``edgerec coordinator serve`` runs :func:`~edgerec.coordinator.app.create_app` under
 uvicorn. Install with ``pip install 'edgerec[coordinator]'`` (FastAPI, uvicorn,
-httpx, cryptography, dp-accounting).
+httpx, cryptography, dp-accounting, prometheus-client, psycopg). Deployment
+(PostgreSQL, containers, metrics): docs/coordinator-deployment.md.
 
 Modules:
-    storage   storage interface keyed by a database URL; ``sqlite`` implements it
+    storage   storage interface keyed by a database URL
+    sqlite    the embedded default backend (``sqlite:///path``)
+    postgres  the PostgreSQL backend (``postgresql://...``; psycopg 3 + a pool)
+    migrations  the versioned schema both backends share (``coordinator migrate``)
     security  device tokens (stored hashed), enrollment keys, rate limits
     devices   enrollment and authentication
     rounds    the round engine (a facade over the modules below)
@@ -20,6 +24,8 @@ Modules:
     schemas   pydantic request models (OpenAPI)
     limits    request-body size limit (ASGI middleware)
     app       the FastAPI app
+    metrics   Prometheus ``/metrics`` (request counters + gauges read from the database)
+    logformat JSON log lines (``serve --log-format json``)
     server    uvicorn runner (TLS, single-process lock)
     cli       ``edgerec coordinator ...``
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,7 @@ from . import schemas
 from .config import RoundConfig
 from .errors import ApiError
 from .limits import BodySizeLimit
+from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .security import RateLimiter
 from .service import Coordinator
 from .storage import Device
@@ -133,14 +134,18 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     )
     app.state.coordinator = coordinator
     app.add_middleware(BodySizeLimit, max_bytes=cfg.body_limit(coordinator.vector_length))
+    metrics = app.state.metrics = Metrics(coordinator)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.rejected(exc.code)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = jsonable_encoder(exc.errors())
+        metrics.rejected(wire.E_INVALID)
         return JSONResponse(
             {"error": wire.E_INVALID, "detail": "invalid request parameters", "errors": errs},
             status_code=422,
@@ -190,6 +195,11 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         host = request.client.host if request.client else "unknown"
         limit(f"status:{host}", status_limiter)
         return await run_in_threadpool(coordinator.status)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics (see :mod:`.metrics`): the same facts as /v1/status, counted."""
+        return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ device
     @app.get("/v1/head", tags=["devices"], responses=errs)

@@ -60,6 +60,16 @@ up within a tick); with --url it goes through the admin API. Exit code 3 when th
 privacy budget would be exceeded.
 """
 
+MIGRATE_EPILOG = """\
+examples:
+  edgerec coordinator migrate --db sqlite:///coordinator.db
+  edgerec coordinator migrate --db postgresql://edgerec@db.internal/edgerec --json
+
+Applies the schema steps a database lacks, in one transaction per database (back
+it up first). A new database is created at the newest version; a database at a
+newer version than this edgerec knows is refused (exit 2) and left untouched.
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``coordinator`` and its actions to the top-level sub-parsers."""
@@ -105,6 +115,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--round-interval", type=float, default=0.0, help="seconds between auto rounds")
     s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per log line (for log collectors)",
+    )
     s.add_argument(
         "--http",
         choices=("auto", "h11", "httptools"),
@@ -154,6 +170,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("round", type=int)
     a.set_defaults(handler=run_abort)
 
+    m = actions.add_parser(
+        "migrate",
+        help="create or upgrade the database schema",
+        epilog=MIGRATE_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    m.add_argument("--db", required=True, help="database URL")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(handler=run_migrate)
+
     k = actions.add_parser("keygen", help="write a random secret (enrollment key / admin token)")
     k.add_argument("--out", required=True, type=Path, help="file to write (mode 0600)")
     k.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -171,7 +197,7 @@ def _target(p: argparse.ArgumentParser) -> None:
 def _require_extra() -> None:
     from edgerec._deps import require
 
-    for module in ("fastapi", "uvicorn", "cryptography", "dp_accounting"):
+    for module in ("fastapi", "uvicorn", "cryptography", "dp_accounting", "prometheus_client"):
         require(module, "coordinator")
 
 
@@ -199,6 +225,10 @@ def run_serve(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         default_target_epsilon=args.target_epsilon,
     )
+    if args.log_format == "json":
+        from .logformat import use_json_logs
+
+        use_json_logs()
     level = logging.getLogger().getEffectiveLevel()
     serve(
         ServeOptions(
@@ -214,6 +244,7 @@ def run_serve(args: argparse.Namespace) -> int:
             log_level=logging.getLevelName(level).lower(),
             access_log=args.access_log,
             http=args.http,
+            log_format=args.log_format,
         )
     )
     return 0
@@ -302,6 +333,28 @@ def run_abort(args: argparse.Namespace) -> int:
         with _local(args) as coordinator:
             out = coordinator.round_summary(coordinator.rounds.abort_round(args.round))
     print(f"round {out['round']}: {out['state']} ({out.get('failure')})")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator migrate``."""
+    from .migrations import LATEST
+    from .storage import open_storage
+
+    with open_storage(args.db, migrate=True) as storage:
+        out = {
+            "db": storage.url,
+            "found": storage.schema_found,
+            "version": storage.schema_version,
+            "latest": LATEST,
+        }
+    if out["found"] is None:
+        text = f"{out['db']}: created at schema version {out['version']}"
+    elif out["found"] == out["version"]:
+        text = f"{out['db']}: schema version {out['version']} is current"
+    else:
+        text = f"{out['db']}: schema version {out['found']} -> {out['version']}"
+    _print(out, args.json, text)
     return 0
 
 

@@ -41,6 +41,7 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = False
     http: str = "auto"
+    log_format: str = "text"
 
 
 def read_secret(path: str | None, env: str) -> str | None:
@@ -102,7 +103,7 @@ def serve(opts: ServeOptions) -> None:
         log.warning("no --admin-token-file: the admin API is disabled (use the CLI with --db)")
     storage = open_storage(opts.db)
     path = None if getattr(storage, "memory", True) else Path(storage.path).resolve()
-    with db_lock(path):
+    with db_lock(path), storage.serve_lock():
         model = model_from_bundle(opts.bundle) if opts.bundle else None
         coordinator = Coordinator(
             storage, model, enroll_keys, admin_token=admin_token, config=opts.config
@@ -128,6 +129,8 @@ def serve(opts: ServeOptions) -> None:
             timeout_keep_alive=30,
             http=opts.http,
             server_header=False,
+            # JSON logs: uvicorn's own loggers propagate to the root's JSON handler
+            **({"log_config": None} if opts.log_format == "json" else {}),
         )
         try:
             uvicorn.Server(config).run()

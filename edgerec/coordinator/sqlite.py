@@ -6,7 +6,9 @@
   one connection per thread and see a consistent snapshot (WAL readers never
   block the writer).
 * ``PRAGMA application_id`` / ``user_version`` mark the file as an edgerec
-  coordinator database of a known schema; anything else is refused untouched.
+  coordinator database of a known schema; anything else is refused untouched. The
+  tables come from :mod:`.migrations` (shared with PostgreSQL); ``user_version``
+  is the version, ``schema_version`` its history.
 
 Schema (version 1)::
 
@@ -29,13 +31,22 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .migrations import (
+    LATEST,
+    MIGRATIONS,
+    VERSION_TABLE,
+    Migration,
+    pending,
+    require_current,
+)
 from .storage import (
     FINAL_STATES,
     Device,
@@ -52,66 +63,8 @@ from .storage import (
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x45524344  # "ERCD"
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE devices (
-    device_id TEXT PRIMARY KEY,
-    token_hash BLOB NOT NULL,
-    enrolled_at REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE heads (
-    version INTEGER PRIMARY KEY,
-    round_id INTEGER UNIQUE,
-    created_at REAL NOT NULL,
-    global_bias BLOB NOT NULL,
-    metadata TEXT NOT NULL
-);
-CREATE TABLE rounds (
-    round_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    base_version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    params TEXT NOT NULL,
-    seed BLOB NOT NULL,
-    opened_at REAL NOT NULL,
-    deadline REAL NOT NULL,
-    phase_deadline REAL NOT NULL,
-    closed_at REAL,
-    failure TEXT,
-    result_version INTEGER,
-    info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX rounds_state ON rounds(state);
-CREATE TABLE participants (
-    round_id INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    client_id INTEGER NOT NULL,
-    joined_at REAL NOT NULL,
-    PRIMARY KEY (round_id, device_id),
-    UNIQUE (round_id, client_id)
-);
-CREATE TABLE messages (
-    round_id INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    blob BLOB,
-    response TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (round_id, device_id, phase)
-);
-CREATE INDEX messages_phase ON messages(round_id, phase);
-CREATE TABLE ciphertexts (
-    round_id INTEGER NOT NULL,
-    sender INTEGER NOT NULL,
-    recipient INTEGER NOT NULL,
-    ciphertext TEXT NOT NULL,
-    PRIMARY KEY (round_id, recipient, sender)
-);
-"""
+#: the schema this code writes (``PRAGMA user_version`` mirrors ``schema_version``)
+SCHEMA_VERSION = LATEST
 
 _ROUND_COLUMNS = (
     "round_id, base_version, state, params, seed, opened_at, deadline, phase_deadline, "
@@ -421,6 +374,9 @@ class SqliteStorage(Storage):
         synchronous: ``"full"`` (default: an acknowledged upload survives power loss)
             or ``"normal"`` (survives a process crash only; for simulations). URL
             form: ``sqlite:///path.db?synchronous=normal``.
+        migrate: upgrade a database at an older schema version (``edgerec
+            coordinator migrate``); without it such a database is refused.
+        steps: the schema migrations (tests pass their own).
     """
 
     def __init__(
@@ -429,6 +385,8 @@ class SqliteStorage(Storage):
         url: str | None = None,
         busy_timeout: float = 10.0,
         synchronous: str = "full",
+        migrate: bool = False,
+        steps: Sequence[Migration] = MIGRATIONS,
     ):
         if synchronous not in ("full", "normal"):
             raise StorageError(f"synchronous must be 'full' or 'normal' (got {synchronous!r})")
@@ -442,6 +400,10 @@ class SqliteStorage(Storage):
         self._readers: list[sqlite3.Connection] = []
         self._rlist_lock = threading.Lock()
         self._closed = False
+        self._migrate = migrate
+        self._steps = tuple(steps)
+        self.schema_found: int | None = None  # version before opening (None: created)
+        self.schema_version = 0
         if not self.memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._wconn = self._connect()
@@ -481,29 +443,47 @@ class SqliteStorage(Storage):
                 f"{self.url}: a SQLite database that is not an edgerec coordinator database "
                 f"(application_id={app_id}); point --db at a new or coordinator file"
             )
-        if not new and version != SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.url}: coordinator schema version {version}, this edgerec knows "
-                f"{SCHEMA_VERSION}; upgrade edgerec"
-            )
+        todo = pending(self.url, version, self._steps)
+        if todo and not new and not self._migrate:
+            require_current(self.url, version, self._steps)
+        self.schema_found = None if new else version
         if not self.memory:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.url}: cannot switch the database to WAL ({mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        if not new:
-            return
+        if todo or "schema_version" not in tables:
+            self._apply(todo, adopt=None if new else version)
+        self.schema_version = todo[-1].version if todo else version
+        if new:
+            log.info("created coordinator database %s", self.url)
+
+    def _apply(self, steps: list[Migration], adopt: int | None) -> None:
+        """Run ``steps`` in one transaction; record them (and an adopted old version)."""
+        conn = self._wconn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in filter(str.strip, SCHEMA.split(";")):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(VERSION_TABLE["sqlite"])
+            if adopt:  # a file from before the version table: record what it already is
+                conn.execute(
+                    "INSERT OR IGNORE INTO schema_version VALUES (?, ?, ?)",
+                    (adopt, "recorded from PRAGMA user_version", time.time()),
+                )
+            for step in steps:
+                for stmt in step.statements("sqlite"):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)",
+                    (step.version, step.description, time.time()),
+                )
+                log.info("%s: schema version %d (%s)", self.url, step.version, step.description)
+            if steps:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {steps[-1].version}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        log.info("created coordinator database %s", self.url)
 
     def _reader(self) -> sqlite3.Connection:
         if self.memory:

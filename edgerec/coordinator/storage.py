@@ -13,17 +13,17 @@ Work happens in transactions::
     with storage.read() as tx:           # a consistent read-only snapshot
         head = tx.latest_head()
 
-:func:`open_storage` picks the implementation from the URL scheme; only
-``sqlite:///path`` (and ``sqlite://:memory:``) exists today. A Postgres backend
-implements the same :class:`Transaction` methods (``SELECT ... FOR UPDATE`` where
-SQLite serialises writers with ``BEGIN IMMEDIATE``).
+:func:`open_storage` picks the implementation from the URL scheme:
+``sqlite:///path`` (:mod:`.sqlite`, the embedded default) or
+``postgresql://user@host/db`` (:mod:`.postgres`). Both create their tables from
+the shared, versioned schema in :mod:`.migrations`.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +237,10 @@ class Storage(ABC):
     """A database of the coordinator's state (see the module docstring)."""
 
     url: str
+    #: schema version of the open database, and the one it had before opening
+    #: (None: this open created it); see :mod:`.migrations`
+    schema_version: int
+    schema_found: int | None
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
@@ -249,6 +253,14 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def serve_lock(self) -> AbstractContextManager[None]:
+        """Held by ``edgerec coordinator serve`` for its life; refuses a second server.
+
+        The SQLite server holds a lock file beside the database instead, so the
+        default is no lock; the PostgreSQL storage holds an advisory lock.
+        """
+        return nullcontext()
+
     def __enter__(self) -> Storage:
         return self
 
@@ -256,16 +268,25 @@ class Storage(ABC):
         self.close()
 
 
-def open_storage(url: str) -> Storage:
-    """Open (creating if needed) the storage named by ``url``.
+def open_storage(url: str, migrate: bool = False) -> Storage:
+    """Open (creating if needed) the storage named by ``url``; the scheme picks the backend.
 
     Supported: ``sqlite:///relative/or/absolute/path.db`` (``sqlite:////abs/path``
-    also works), ``sqlite://:memory:`` (tests) or a plain file path. The query
-    ``?synchronous=normal`` trades power-loss durability for speed (simulations).
+    also works), ``sqlite://:memory:`` (tests), a plain file path, or
+    ``postgresql://user:password@host:port/dbname`` (``postgres://`` too; see
+    :mod:`.postgres`). The query ``?synchronous=normal`` trades power-loss
+    durability for speed (simulations). ``migrate`` upgrades a database at an
+    older schema version (``edgerec coordinator migrate``); without it such a
+    database is refused with an error that says so.
     """
+    base, _, query = url.partition("?")
+    if base.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStorage
+
+        return PostgresStorage(url, migrate=migrate)
+
     from .sqlite import SqliteStorage
 
-    base, _, query = url.partition("?")
     options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
     unknown = set(options) - {"synchronous"}
     if unknown:
@@ -274,16 +295,17 @@ def open_storage(url: str) -> Storage:
     if base.startswith("sqlite://"):
         rest = base[len("sqlite://") :]
         if rest in (":memory:", "/:memory:"):
-            return SqliteStorage(":memory:", url=url, synchronous=sync)
+            return SqliteStorage(":memory:", url=url, synchronous=sync, migrate=migrate)
         if not rest.startswith("/"):
             raise StorageError(f"database URL {url!r}: use sqlite:///path/to/file.db")
-        return SqliteStorage(rest[1:] or ":memory:", url=url, synchronous=sync)
+        return SqliteStorage(rest[1:] or ":memory:", url=url, synchronous=sync, migrate=migrate)
     if "://" in base:
         scheme = base.split("://", 1)[0]
         raise StorageError(
-            f"database URL {url!r}: scheme {scheme!r} is not supported yet (only sqlite:///...)"
+            f"database URL {url!r}: scheme {scheme!r} is not supported "
+            "(use sqlite:///path/to/file.db or postgresql://user@host/dbname)"
         )
-    return SqliteStorage(base, url=f"sqlite:///{base}", synchronous=sync)
+    return SqliteStorage(base, url=f"sqlite:///{base}", synchronous=sync, migrate=migrate)
 
 
 def dumps(obj: Any) -> str:

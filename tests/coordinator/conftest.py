@@ -1,4 +1,10 @@
-"""Fixtures of the coordinator tests: the real app in-process (no socket), devices."""
+"""Fixtures of the coordinator tests: the real app in-process (no socket), devices.
+
+Every test that takes ``server`` (or ``new_db``) runs once per storage backend:
+``[sqlite]`` on a file in its temp dir, ``[postgres]`` on a fresh schema of a real
+PostgreSQL server that the session starts on first use (``pg_cluster``).
+``-k sqlite`` / ``-k postgres`` picks one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from edgerec.coordinator.config import RoundConfig, ServerConfig
 from edgerec.coordinator.security import EnrollKeys
 from edgerec.coordinator.service import Coordinator
 from edgerec.coordinator.sqlite import SqliteStorage
+from edgerec.coordinator.storage import Storage, open_storage
 from edgerec.runtime.sync import SyncClient
 from edgerec.simulation.asgi import asgi_transport
 from tests.coordinator.harness import (
@@ -39,7 +46,7 @@ class Server:
     app: Any
     transport: Any
     http: httpx.Client
-    db_path: Path
+    db: Path | str  # the SQLite file, or the PostgreSQL URL
     clock: FakeClock
 
     def enroll(self) -> tuple[str, str]:
@@ -58,14 +65,29 @@ class Server:
         return bearer(ADMIN_TOKEN)
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def open_db(db: Path | str, synchronous: str = "normal") -> Storage:
+    """Storage on a SQLite file (``Path``) or a PostgreSQL URL (``str``)."""
+    if isinstance(db, Path):
+        return SqliteStorage(db, synchronous=synchronous)
+    return open_storage(db)
+
+
 def build_server(
-    tmp_path: Path, clock: FakeClock, config: ServerConfig = FAST, synchronous: str = "normal"
+    tmp_path: Path,
+    clock: FakeClock,
+    config: ServerConfig = FAST,
+    synchronous: str = "normal",
+    db: Path | str | None = None,
 ) -> Server:
-    """The app on a fresh database. Fast tests skip fsync (``synchronous=normal``): they
-    test logic, not the disk; the crash tests with a real process use the default FULL."""
-    db_path = tmp_path / "coord.db"
+    """The app on ``db`` (default: a new SQLite file in ``tmp_path``). Fast tests skip
+    fsync (``synchronous=normal``; the test PostgreSQL server runs with ``fsync=off``):
+    they test logic, not the disk; the crash tests with a real process use FULL."""
+    db = tmp_path / "coord.db" if db is None else db
     coordinator = Coordinator(
-        SqliteStorage(db_path, synchronous=synchronous),
+        open_db(db, synchronous),
         MODEL,
         EnrollKeys([ENROLL_KEY]),
         admin_token=ADMIN_TOKEN,
@@ -75,7 +97,7 @@ def build_server(
     app = create_app(coordinator, ticker=False)
     transport = asgi_transport(app)
     http = httpx.Client(transport=transport, base_url="http://coord")
-    return Server(coordinator, app, transport, http, db_path, clock)
+    return Server(coordinator, app, transport, http, db, clock)
 
 
 @pytest.fixture
@@ -83,9 +105,41 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throw-away PostgreSQL server for the whole session (fails naming the install step)."""
+    from tests.coordinator.pgcluster import PgCluster
+
+    try:
+        cluster = PgCluster().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def server(tmp_path: Path, clock: FakeClock) -> Iterator[Server]:
-    srv = build_server(tmp_path, clock)
+def new_db(backend: str, request: pytest.FixtureRequest) -> Callable[[Path], Path | str]:
+    """``new_db(folder)``: where a fresh, empty database of this test's backend lives."""
+    if backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        return lambda folder: cluster.new_schema()
+
+    def sqlite_file(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / "coord.db"
+
+    return sqlite_file
+
+
+@pytest.fixture
+def server(tmp_path: Path, clock: FakeClock, new_db: Callable[[Path], Any]) -> Iterator[Server]:
+    srv = build_server(tmp_path, clock, db=new_db(tmp_path))
     yield srv
     srv.http.close()
     srv.transport.close()

@@ -97,18 +97,29 @@ def decode_x(state_file: Path) -> np.ndarray:
     return to_signed(np.frombuffer(raw, "<u4").astype(np.uint32))
 
 
-def db_snapshot(db_path: Path) -> dict[str, Any]:
-    """Every row of the round-related tables (what a refused request must not change)."""
-    conn = sqlite3.connect(db_path)
+ROUND_TABLES = (
+    ("rounds", "round_id"),
+    ("participants", "round_id, device_id"),
+    ("messages", "round_id, device_id, phase"),
+    ("ciphertexts", "round_id, recipient, sender"),
+    ("heads", "version"),
+)
+
+
+def db_snapshot(db: Path | str, tables=ROUND_TABLES) -> dict[str, Any]:
+    """Every row of the round-related tables (what a refused request must not change).
+
+    ``db``: a SQLite file, or a PostgreSQL URL (read with its own connection).
+    """
+    if isinstance(db, str):
+        import psycopg
+
+        conn = psycopg.connect(db)
+    else:
+        conn = sqlite3.connect(db)
     try:
         out = {}
-        for table, order in (
-            ("rounds", "round_id"),
-            ("participants", "round_id, device_id"),
-            ("messages", "round_id, device_id, phase"),
-            ("ciphertexts", "round_id, recipient, sender"),
-            ("heads", "version"),
-        ):
+        for table, order in tables:
             out[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
         return out
     finally:

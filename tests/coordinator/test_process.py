@@ -1,5 +1,7 @@
 """A real ``edgerec coordinator serve`` process: kill -9 mid-round, restart, TLS.
 
+The kill -9 and second-server tests run on SQLite and on PostgreSQL (``new_db``).
+
 Slow: each server start imports FastAPI and uvicorn in a fresh interpreter.
 """
 
@@ -9,7 +11,6 @@ import datetime
 import os
 import signal
 import socket
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from tests.coordinator.harness import (
     ADMIN_TOKEN,
     ENROLL_KEY,
     TinyModel,
+    db_snapshot,
     make_bundle,
     make_store,
 )
@@ -141,15 +143,21 @@ def wait_state(url: str, state: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"round never reached {state}")
 
 
-def upload_count(db_file: Path) -> int:
-    conn = sqlite3.connect(db_file)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM messages WHERE phase = 'upload'").fetchone()[0]
-    finally:
-        conn.close()
+def upload_count(db: Path | str) -> int:
+    rows = db_snapshot(db, (("messages", "round_id, device_id, phase"),))["messages"]
+    return sum(1 for r in rows if r[2] == "upload")
 
 
-def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch):
+def stored_heads(db: Path | str) -> dict[int, np.ndarray]:
+    rows = db_snapshot(db, (("heads", "version"),))["heads"]
+    return {r[0]: np.frombuffer(bytes(r[3]), "<f4") for r in rows}
+
+
+def url_of(db: Path | str) -> str:
+    return f"sqlite:///{db}" if isinstance(db, Path) else db
+
+
+def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch, new_db):
     seen: list[np.ndarray] = []
     real = sync_mod.privatize
 
@@ -159,8 +167,8 @@ def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch
         return out
 
     monkeypatch.setattr(sync_mod, "privatize", spy)
-    db_file = tmp_path / "coordinator.db"
-    server = ServerProcess(tmp_path, f"sqlite:///{db_file}").start()
+    db_file = new_db(tmp_path)
+    server = ServerProcess(tmp_path, url_of(db_file)).start()
     devices = devices_for(server.url, tmp_path, 6)
     try:
         assert all(r.error is None for r in sync_all(devices))  # enroll + head v0
@@ -189,11 +197,7 @@ def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch
         status = httpx.get(server.url + "/v1/status").json()
         assert status["head_version"] == 1 and status["rounds_done"] == 1
         assert status["round"]["messages"]["upload"] == 6
-        with sqlite3.connect(db_file) as conn:
-            bias = np.frombuffer(
-                conn.execute("SELECT global_bias FROM heads WHERE version = 1").fetchone()[0],
-                "<f4",
-            )
+        bias = stored_heads(db_file)[1]
         frac = 2.0 ** devices[0]._read_json("head.json")["metadata"]["frac_bits"]
         assert len(seen) == 6
         np.testing.assert_allclose(bias, np.sum(seen, axis=0) / frac / 6, atol=1e-6)
@@ -204,8 +208,7 @@ def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch
         time.sleep(0.5)
         status = httpx.get(server.url + "/v1/status").json()
         assert status["head_version"] == 1 and status["rounds_done"] == 1
-        with sqlite3.connect(db_file) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM heads").fetchone()[0] == 2
+        assert len(stored_heads(db_file)) == 2
         assert all(d.sync().head_version == 1 for d in devices)
     finally:
         server.stop()
@@ -214,10 +217,12 @@ def test_kill_9_mid_round_loses_no_upload_and_applies_once(tmp_path, monkeypatch
             d.store.close()
 
 
-def test_second_server_on_the_same_database_is_refused(tmp_path):
-    db = f"sqlite:///{tmp_path}/c.db"
+def test_second_server_on_the_same_database_is_refused(tmp_path, new_db):
+    db = url_of(new_db(tmp_path))
     server = ServerProcess(tmp_path, db).start()
     try:
+        metrics = httpx.get(server.url + "/metrics")
+        assert metrics.status_code == 200 and "edgerec_coordinator_round_phase" in metrics.text
         second = cli("serve", "--bundle", str(server.bundle), "--db", db,
                      "--port", str(free_port()))  # fmt: skip
         assert second.returncode == 2 and "another coordinator" in second.stderr

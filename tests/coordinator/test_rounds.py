@@ -127,13 +127,13 @@ def test_privacy_budget_stops_new_rounds(server, make_devices):
     server.open_round(**cfg, target_epsilon=target)
     sync_all(devices)
     assert _head(server)[0] == 1
-    before = db_snapshot(server.db_path)
+    before = db_snapshot(server.db)
     r = server.http.post(
         "/v1/admin/rounds", json={**cfg, "target_epsilon": target}, headers=server.admin()
     )
     assert r.status_code == 409 and r.json()["error"] == "privacy_budget_exhausted"
     assert r.json()["epsilon"] == pytest.approx(one)
-    assert db_snapshot(server.db_path) == before
+    assert db_snapshot(server.db) == before
     # no noise and a target: refused too (z = 0 gives no DP at all)
     with pytest.raises(ApiError):
         server.open_round(cohort_target=4, min_cohort=3, target_epsilon=100)
@@ -241,8 +241,11 @@ def test_tampered_share_is_detected_by_the_receivers(server, make_devices, clock
     assert status["round"]["state"] == "failed" and status["head_version"] == 0
 
 
-def test_coordinator_restart_mid_round_loses_nothing(tmp_path, clock, make_devices, recorded):
-    first = build_server(tmp_path / "srv", clock)
+def test_coordinator_restart_mid_round_loses_nothing(
+    tmp_path, clock, make_devices, recorded, new_db
+):
+    db = new_db(tmp_path / "srv")
+    first = build_server(tmp_path / "srv", clock, db=db)
     taps = [Tap(first.transport) for _ in range(8)]
     devices = [make_devices(1, first=i, transport=taps[i])[0] for i in range(8)]
     sync_all(devices)
@@ -253,15 +256,15 @@ def test_coordinator_restart_mid_round_loses_nothing(tmp_path, clock, make_devic
             d.sync()
     for d in devices[:4]:
         d.sync()
-    before = db_snapshot(first.db_path)
+    before = db_snapshot(first.db)
     uploads = sum(1 for m in before["messages"] if m[2] == "upload")
     assert 4 <= uploads < 8
     first.http.close()
     first.transport.close()
     first.coordinator.storage.close()  # the process is gone; only the database remains
 
-    second = build_server(tmp_path / "srv", clock)
-    assert db_snapshot(second.db_path) == before
+    second = build_server(tmp_path / "srv", clock, db=db)
+    assert db_snapshot(second.db) == before
     for t in taps:
         t.inner = second.transport
     reports = sync_all(devices)

@@ -20,6 +20,7 @@ from edgerec.coordinator.security import (
 from edgerec.coordinator.sqlite import SqliteStorage
 from edgerec.coordinator.storage import Head, Round, StorageError, open_storage
 from edgerec.errors import InputError
+from tests.coordinator.conftest import open_db
 
 
 def test_open_storage_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -33,8 +34,8 @@ def test_open_storage_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         assert tx.latest_head() is None
     with open_storage(str(tmp_path / "plain.db")) as s:
         assert s.url.startswith("sqlite:///")
-    with pytest.raises(StorageError, match="not supported yet"):
-        open_storage("postgresql://user@host/db")
+    with pytest.raises(StorageError, match="not supported"):
+        open_storage("mysql://user@host/db")
     with pytest.raises(StorageError, match="sqlite:///"):
         open_storage("sqlite://relative.db")
 
@@ -62,8 +63,18 @@ def test_foreign_database_is_refused_untouched(tmp_path: Path):
         SqliteStorage(junk)
 
 
-def test_compare_and_set_and_unique_head_per_round(tmp_path: Path):
-    s = SqliteStorage(tmp_path / "c.db")
+def unique_violation(db: Path | str) -> type[Exception]:
+    """What the backend of ``db`` raises for a duplicate key."""
+    if isinstance(db, Path):
+        return sqlite3.IntegrityError
+    import psycopg
+
+    return psycopg.errors.UniqueViolation
+
+
+def test_compare_and_set_and_unique_head_per_round(tmp_path: Path, new_db):
+    db = new_db(tmp_path)
+    s = open_db(db)
     with s.write() as tx:
         rid = tx.insert_round(Round(0, 0, "advertise", {"a": 1}, b"s" * 32, 1.0, 2.0, 2.0))
     with s.write() as tx:
@@ -74,8 +85,12 @@ def test_compare_and_set_and_unique_head_per_round(tmp_path: Path):
     bias = np.arange(5, dtype=np.float32)
     with s.write() as tx:
         tx.insert_head(Head(1, rid, 3.0, bias, {"v": 1}))
-    with pytest.raises(sqlite3.IntegrityError), s.write() as tx:
+    with pytest.raises(unique_violation(db)), s.write() as tx:
         tx.insert_head(Head(2, rid, 4.0, bias, {"v": 2}))  # the same round twice
+    with s.write() as tx:  # a failed statement inside a savepoint spoils nothing else
+        with pytest.raises(unique_violation(db)), tx.savepoint():
+            tx.insert_head(Head(2, rid, 4.0, bias, {"v": 2}))
+        assert tx.update_round(rid, "share", state="upload") is True
     with s.read() as tx:
         head = tx.latest_head()
     assert head.version == 1
