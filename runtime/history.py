@@ -34,7 +34,7 @@ pragma; the journal is always WAL):
     Each commit fsyncs the WAL before ``record()`` returns, so acknowledged
     events also survive power loss (as far as the storage honours fsync).
     One fsync per transaction limits a single sequential writer to the
-    disk's fsync rate (4.8-6.2k/s on the dev VM, p99 0.3-1.9 ms). Concurrent
+    disk's fsync rate (benchmarks/RESULTS.md, history store). Concurrent
     callers are group-committed — whoever finds no commit in progress writes
     everything queued so far in one transaction and one fsync, and every
     caller in the group returns only after that commit — and

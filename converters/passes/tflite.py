@@ -10,7 +10,8 @@
 Per-channel quantization is off unless asked for: with per-tensor int8 weights the
 converter sees that the item-embedding GATHER and the scoring FULLY_CONNECTED read
 identical int8 bytes and stores the item table once (per-channel keeps two int8
-copies, docs/toolchain.md) — which is what keeps a 100k-item int8 model under 10 MB.
+copies, docs/toolchain.md) — which is what keeps a large-catalog int8 model near the size
+of one int8 item table.
 One converter object per conversion (they are not reusable).
 """
 

@@ -616,9 +616,10 @@ class SecAggServer:
         params: the round's parameters.
         advertisements: the clients' phase-0 messages (the roster).
         audit_shares: check *every* returned share against the verified polynomial and
-            list the holders of bad ones in :attr:`misbehaving` (costs about 2 ms per
-            secret at t = 21); without it, bad shares are found only when they break the
-            first reconstruction (the result is correct either way).
+            list the holders of bad ones in :attr:`misbehaving` (one polynomial check
+            per share, so it costs CPU per secret; benchmarks/RESULTS.md); without it,
+            bad shares are found only when they break the first reconstruction (the
+            result is correct either way).
 
     Raises:
         ProtocolError: an advertisement for another round, a duplicated client or key.

@@ -216,8 +216,8 @@ def _vulkan_loader_present() -> bool:
     """Whether the dynamic linker can load a Vulkan loader (checked once per process).
 
     ``dlopen`` through ctypes, not ``ctypes.util.find_library``: the latter runs
-    ``ldconfig``, ``gcc`` and ``ld`` in subprocesses, which cost 30 ms on an idle
-    host and far more on a busy one, on every ``Recommender.open``. A loader that
+    ``ldconfig``, ``gcc`` and ``ld`` in subprocesses, whose start-up would be paid
+    on every ``Recommender.open`` (and grows with the host's load). A loader that
     is present is what the GPU accelerator would load next anyway.
     """
     import ctypes
