@@ -77,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             slots = SlotStore(args.state)
             state = {"current": slots.current(), "previous": slots.previous()}
-            print(json.dumps(state) if args.json else f"current {state['current']}, "
-                  f"previous {state['previous']}")
+            print(
+                json.dumps(state)
+                if args.json
+                else f"current {state['current']}, previous {state['previous']}"
+            )
             return 0
         if args.command == "rollback":
             back = SlotStore(args.state).rollback()
