@@ -137,6 +137,11 @@ class BundleUpdater:
         self.timeout = timeout
         self.device_id = device_id or self._saved_device_id()
         self._trusted_root = trusted_root
+        if trusted_root is None and not (self.dir / TUF_DIR / "root_history").is_dir():
+            raise InputError(
+                f"{self.dir}: no trusted TUF root yet; pass the repository's root.json "
+                "(trusted_root=..., --root FILE) the first time"
+            )
 
     # ------------------------------------------------------------------ state
     def current_version(self) -> str | None:
@@ -278,10 +283,12 @@ class BundleUpdater:
         cached = tuf.find_cached_target(info, str(archive))
         if cached is not None:
             return Path(cached)
+        from tuf.api.exceptions import DownloadLengthMismatchError, LengthOrHashMismatchError
+
         url = f"{self.repo_url}/targets/" + _hashed_path(info)
         try:
             tuf.download_target(info, str(archive))
-        except Exception:
+        except (LengthOrHashMismatchError, DownloadLengthMismatchError):
             fetcher.forget(url)  # a torn or foreign partial download: start over next time
             archive.unlink(missing_ok=True)
             raise

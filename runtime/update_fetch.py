@@ -14,6 +14,7 @@ costs a full download.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import urllib.error
 import urllib.request
@@ -101,16 +102,24 @@ class ResumingFetcher(FetcherInterface):
         yield from self._stream(resp, part.open("ab"))
 
     def _stream(self, resp: Any, sink: IO[bytes] | None) -> Iterator[bytes]:
+        expected = resp.headers.get("Content-Length")
+        got = 0
         try:
             with resp:
                 while chunk := resp.read(CHUNK):
+                    got += len(chunk)
                     self.bytes_received += len(chunk)
                     if sink is not None:
                         sink.write(chunk)
                         sink.flush()
                     yield chunk
-        except OSError as exc:
-            raise exceptions.DownloadError(f"{resp.url}: {exc}") from exc
+            if expected is not None and expected.isdigit() and got < int(expected):
+                # a cut connection, not a short file: keep the .part for the next attempt
+                raise exceptions.DownloadError(
+                    f"{resp.url}: connection closed after {got} of {expected} bytes"
+                )
+        except (OSError, http.client.HTTPException) as exc:  # reset, cut (IncompleteRead)
+            raise exceptions.DownloadError(f"{resp.url}: {exc!r}") from exc
         finally:
             if sink is not None:
                 sink.close()

@@ -13,7 +13,7 @@ import http.server
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,3 +91,37 @@ def serve(root: Path) -> Iterator[Server]:
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+# --------------------------------------------------------------------------- bundles
+def bundle_variant(
+    src: Path, out: Path, version: str, change: Callable[[Path, dict], None] | None = None
+) -> Path:
+    """A copy of the bundle ``src`` at ``out`` whose model version is ``version``.
+
+    ``change(root, manifest)`` may edit files and the manifest dict; the manifest's
+    sha256 and size of every listed file are recomputed afterwards, so the copy is a
+    consistent bundle (hashes match) — what a broken build, not an attacker, produces.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(src, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["model"]["version"] = version
+    if change is not None:
+        change(out, manifest)
+    for rel, entry in manifest["files"].items():
+        data = (out / rel).read_bytes()
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        entry["bytes"] = len(data)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+def run_update(repo_url: str, state: str, device_id: str, root: str) -> None:
+    """One update in a child process (the kill test's victim)."""
+    from edgerec.runtime.update import BundleUpdater
+
+    BundleUpdater(repo_url, state, device_id, trusted_root=root).update()
