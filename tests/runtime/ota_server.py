@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -125,3 +126,93 @@ def run_update(repo_url: str, state: str, device_id: str, root: str) -> None:
     from edgerec.runtime.update import BundleUpdater
 
     BundleUpdater(repo_url, state, device_id, trusted_root=root).update()
+
+
+# --------------------------------------------------------------------------- kill -9
+@dataclass
+class KillStats:
+    """What :func:`kill_loop` did: every kill was followed by a successful check."""
+
+    kills: int = 0  # processes killed while still running
+    finished: int = 0  # processes that ended before their kill time
+    checks: int = 0  # current slot opened and verified after a process ended
+    switches: int = 0  # times the current version changed
+    update_seconds: float = 0.0  # one full uninterrupted update (the kill window)
+    leftovers: list[str] = field(default_factory=list)
+
+
+def kill_loop(repo, url: str, state: Path, rounds: int, seed: int = 0) -> KillStats:
+    """Start real update processes and ``kill -9`` each at a random moment.
+
+    The channel flips between versions v1, v2 and v3 (every second round, so a cut
+    download of one target is also resumed), each process is a fresh fork from a
+    preloaded server (``multiprocessing`` forkserver: a real process that dies with
+    SIGKILL mid-write), and after each one the current slot must open with
+    ``Recommender.open`` (every file's sha256) and rank items. A final uninterrupted
+    update must clean up and succeed.
+    """
+    import multiprocessing
+    import os
+    import random
+    import signal
+    import time
+
+    from edgerec.bundle import open_bundle
+    from edgerec.runtime import Recommender
+    from edgerec.runtime.slots import SlotStore
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(
+        [__name__, "edgerec.runtime.update", "edgerec.runtime.update_fetch", "tuf.ngclient"]
+    )
+    root = str(repo.metadata_dir / "root.json")
+    rng = random.Random(seed)
+    stats = KillStats()
+    versions = ("v1", "v2", "v3")
+
+    def run(kill_after: float | None) -> bool:
+        proc = ctx.Process(target=run_update, args=(url, str(state), "device-0", root))
+        proc.start()
+        proc.join(120 if kill_after is None else kill_after)
+        alive = proc.is_alive()
+        if alive:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+        return alive
+
+    def check() -> str:
+        slots = SlotStore(state)
+        current = slots.current()
+        assert current is not None, "the device lost its current bundle"
+        path = slots.path(current)
+        assert open_bundle(path).model_version == current
+        with Recommender.open(path, accelerator="cpu") as rec:
+            assert len(rec.recommend(["i1", "i2", "i3"], k=5)) == 5
+        stats.checks += 1
+        return current
+
+    repo.rollback("v1")
+    run(None)
+    last = check()
+    repo.rollback("v2")
+    t0 = time.perf_counter()
+    run(None)
+    stats.update_seconds = time.perf_counter() - t0
+    for i in range(rounds):
+        if i % 2 == 0:
+            repo.rollback(versions[(i // 2) % 3])
+        if run(rng.uniform(0.0, stats.update_seconds * 1.2)):
+            stats.kills += 1
+        else:
+            stats.finished += 1
+        now = check()
+        stats.switches += now != last
+        last = now
+    assert not run(None), "an uninterrupted update must finish"
+    final = check()
+    stats.leftovers = sorted(
+        p.name for p in (state / "slots").iterdir() if p.name.startswith(".incoming")
+    )
+    channel = repo.channel()
+    assert final == channel.release.version, (final, channel)
+    return stats
