@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, p in phases.items():
         print(f"{name:10} {p['median_s']:9.3f} {p['bytes']:10.0f}")
     print(
-        f"self-check {result['self_check_median_s']:.3f} s, publish {result['publish_median_s']:.3f} s"
+        f"self-check {result['self_check_median_s']:.3f} s, "
+        f"publish {result['publish_median_s']:.3f} s"
     )
     if kills:
         print(f"kill -9: {kills}")
