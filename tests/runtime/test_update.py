@@ -323,3 +323,25 @@ def test_state_survives_a_deleted_download_folder(ota: Ota) -> None:
     up.update()
     shutil.rmtree(up.dir / "downloads")
     assert up.update().status == "current"
+
+
+def test_sync_client_runs_the_updater_first(ota: Ota) -> None:
+    from edgerec.runtime.sync import SyncClient
+
+    up = ota.updater()
+    up.update()
+    ota.publish("v2")
+    with up.open_recommender() as rec:
+        client = SyncClient(
+            "http://127.0.0.1:9",
+            rec,
+            ota.tmp / "sync",
+            enroll_key="k",
+            http="urllib",
+            timeout=2,
+            updater=up,
+        )
+        report = client.sync()  # no coordinator listens there: the sync itself fails
+        client.close()
+    assert report.error and "network" in report.error
+    assert (client.last_update.status, client.last_update.version) == ("installed", "v2")
