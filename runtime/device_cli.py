@@ -84,7 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "rollback":
-            back = SlotStore(args.state).rollback()
+            slots = SlotStore(args.state)
+            try:
+                with slots.lock():
+                    back = slots.rollback()
+            except BlockingIOError:
+                print("an update is running; try again later", file=sys.stderr)
+                return 1
             print(f"current: {back}" if back else "no previous bundle to roll back to")
             return 0 if back else 1
         return _update(args)

@@ -20,6 +20,8 @@ complete bundle or on the new complete bundle, never on a partial one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +29,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -36,13 +40,14 @@ from edgerec.ota import check_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SlotStore", "fsync_dir", "unpack_bundle"]
+__all__ = ["SlotStore", "atomic_file", "fsync_dir", "unpack_bundle"]
 
 SLOTS = "slots"
 CURRENT = "current"
 PREVIOUS = "previous"
 HEADS = "heads"
 INCOMING = ".incoming-"
+LOCK = "update.lock"
 
 
 class SlotStore:
@@ -52,6 +57,18 @@ class SlotStore:
         self.dir = Path(state_dir)
         self.slots = self.dir / SLOTS
         self.slots.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive, non-blocking lock on the state folder (``BlockingIOError`` when
+        another process holds it; the kernel releases it when a process dies, so a
+        killed update never blocks the next one)."""
+        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ pointers
     def current(self) -> str | None:
@@ -149,10 +166,10 @@ class SlotStore:
         folder.mkdir(parents=True, exist_ok=True)
         arr = np.asarray(bias, dtype="<f4")
         buf = folder / "global_bias.npy"
-        with _atomic(buf) as fh:
+        with atomic_file(buf) as fh:
             np.save(fh, arr, allow_pickle=False)
         sha = hashlib.sha256(arr.tobytes()).hexdigest()
-        with _atomic(folder / "head.json") as fh:
+        with atomic_file(folder / "head.json") as fh:
             fh.write(json.dumps({"version": int(head_version), "sha256": sha}).encode())
 
     def load_head(self, bundle_version: str) -> tuple[int | None, np.ndarray | None]:
@@ -170,18 +187,18 @@ class SlotStore:
         return int(meta["version"]), bias.astype(np.float32)
 
 
-class _atomic:
-    """``with _atomic(path) as fh``: write a temp file, fsync, rename over ``path``."""
+class atomic_file:
+    """``with atomic_file(path) as fh``: write a temp file, fsync, rename over ``path``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __enter__(self):  # noqa: ANN204 - a binary file object
+    def __enter__(self) -> IO[bytes]:
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         self.fh = os.fdopen(fd, "wb")
         return self.fh
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type: type | None, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
                 self.fh.flush()

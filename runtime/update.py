@@ -33,13 +33,12 @@ version they were trained for: :meth:`save_head` keeps them per version and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from edgerec.bundle import BundleError
 from edgerec.errors import EdgerecError, InputError
 from edgerec.ota import Channel, Release, channel_target
 
-from .slots import SlotStore, unpack_bundle
+from .slots import SlotStore, atomic_file, unpack_bundle
 from .update_check import ParityFailed, self_check
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,6 @@ TUF_DIR = "tuf"
 DOWNLOADS = "downloads"
 REFUSED = "refused.json"
 DEVICE_ID = "device-id"
-LOCK = "update.lock"
 
 
 class UpdateError(EdgerecError):
@@ -169,7 +167,7 @@ class BundleUpdater:
         t0 = time.perf_counter()
         result = UpdateResult("failed", previous=self.slots.previous())
         try:
-            with self._lock():
+            with self.slots.lock():
                 self.slots.clean()
                 self._update(result)
         except BlockingIOError:
@@ -303,8 +301,6 @@ class BundleUpdater:
             check = self._check(incoming, sha)
             self.slots.commit(incoming, version)
         except BaseException:
-            import shutil
-
             shutil.rmtree(incoming, ignore_errors=True)
             raise
         self.slots.switch(version)
@@ -319,10 +315,8 @@ class BundleUpdater:
             raise ParityFailed(f"new bundle refused: {exc}") from None
 
     def _refuse(self, sha: str, reason: str) -> None:
-        from .slots import _atomic
-
         refused = {**self.refused(), sha: reason}
-        with _atomic(self.dir / REFUSED) as fh:
+        with atomic_file(self.dir / REFUSED) as fh:
             fh.write(json.dumps(refused, indent=1).encode())
 
     # ------------------------------------------------------------------ rollback
@@ -332,7 +326,7 @@ class BundleUpdater:
         The failed slot is removed by the next update, which downloads and checks
         that version again if the channel still names it.
         """
-        with self._lock():
+        with self.slots.lock():
             failed = self.slots.current()
             back = self.slots.rollback()
             if back is not None:
@@ -385,18 +379,6 @@ class BundleUpdater:
         return (None, None) if version is None else self.slots.load_head(version)
 
     # ------------------------------------------------------------------ helpers
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """An exclusive, non-blocking lock on the state folder (released by the kernel
-        when the process dies, so a killed update never blocks the next one)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            yield
-        finally:
-            os.close(fd)
-
     def _saved_device_id(self) -> str:
         path = self.dir / DEVICE_ID
         with contextlib.suppress(OSError):
@@ -404,10 +386,8 @@ class BundleUpdater:
             if saved:
                 return saved
         self.dir.mkdir(parents=True, exist_ok=True)
-        from .slots import _atomic
-
         new = uuid.uuid4().hex
-        with _atomic(path) as fh:
+        with atomic_file(path) as fh:
             fh.write(new.encode())
         return new
 
