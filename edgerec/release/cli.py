@@ -23,6 +23,7 @@ examples:
   edgerec release resume repo/ --keys secrets/release-keys
   edgerec release rollback repo/ --keys secrets/release-keys --to 1ca97186964c
   edgerec release refresh repo/ --keys secrets/release-keys    # from a daily timer
+  edgerec release rotate-key repo/ --keys secrets/release-keys --role targets
   edgerec release status repo/ --json
 
 Serve repo/ with any static web server; devices run `edgerec-device update`.
@@ -75,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--to", required=True, dest="to_version", help="the version to go back to")
     a.add_argument("--channel", default="stable")
     a.set_defaults(handler=lambda args: _channel_op(args, "rollback", args.to_version))
+    a = action("rotate-key", "replace a role's key (new root version; devices follow)")
+    a.add_argument("--role", required=True, choices=("root", "targets", "snapshot", "timestamp"))
+    a.set_defaults(handler=run_rotate)
     a = action("refresh", "re-sign snapshot and timestamp with fresh expiry dates")
     a.add_argument("--days", type=int, help="timestamp validity in days (default 7)")
     a.set_defaults(handler=run_refresh)
@@ -135,6 +139,11 @@ def _channel_op(args: argparse.Namespace, op: str, *value: Any) -> int:
         f"{ch.baseline.version if ch.baseline else '-'}"
     )
     return _print(args, ch.to_json(), text)
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    keyid = _repo(args).rotate_key(args.role)
+    return _print(args, {"role": args.role, "keyid": keyid}, f"new {args.role} key {keyid}")
 
 
 def run_refresh(args: argparse.Namespace) -> int:

@@ -294,6 +294,42 @@ class ReleaseRepository:
             expiry["timestamp"] = days
         self._commit(targets, snapshot, timestamp, expiry, targets_changed=False)
 
+    def rotate_key(self, role: str) -> str:
+        """Replace ``role``'s key (e.g. after it leaked): a new root version revokes the
+        old key and trusts a new one, then every role's metadata is re-signed.
+
+        Devices walk the chain of root versions on their next update, so metadata
+        signed with the old key is refused from then on. Rotating the root key signs
+        the new root with the old and the new root key (the chain stays verifiable).
+        Returns the new key id; the old private key is kept as ``<role>.pem.retired``.
+        """
+        from securesystemslib.signer import CryptoSigner
+        from tuf.api.metadata import Metadata
+
+        if role not in ROLES:
+            raise RepositoryError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+        root = Metadata.from_file(str(self.metadata_dir / "root.json"))
+        old_root_signer = self.signer("root")
+        old_pem = self.keys_dir / f"{role}.pem"
+        new = CryptoSigner.generate_ed25519()
+        for keyid in list(root.signed.roles[role].keyids):
+            root.signed.revoke_key(keyid, role)
+        root.signed.add_key(new.public_key, role)
+        root.signed.version += 1
+        root.signed.expires = _expiry(EXPIRY_DAYS["root"])
+        root.signatures.clear()
+        root.sign(new if role == "root" else old_root_signer)
+        if role == "root":
+            root.sign(old_root_signer, append=True)
+        os.replace(old_pem, old_pem.with_name(f"{role}.pem.retired"))
+        _write_atomic(old_pem, new.private_bytes, mode=0o600)
+        self._write_metadata(root, f"{root.signed.version}.root.json")
+        self._write_metadata(root, "root.json")
+        targets, snapshot, timestamp = self.load()
+        self._commit(targets, snapshot, timestamp)
+        log.info("rotated the %s key (root v%d)", role, root.signed.version)
+        return new.public_key.keyid
+
     def set_timestamp_expiry(self, expires: datetime) -> None:
         """Re-sign the timestamp with an explicit expiry (tests of freeze protection)."""
         _, _, timestamp = self.load()

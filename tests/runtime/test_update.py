@@ -345,3 +345,31 @@ def test_sync_client_runs_the_updater_first(ota: Ota) -> None:
         client.close()
     assert report.error and "network" in report.error
     assert (client.last_update.status, client.last_update.version) == ("installed", "v2")
+
+
+def test_key_rotation_devices_follow_and_the_old_key_is_refused(ota: Ota) -> None:
+    up = ota.updater()
+    up.update()
+    stolen = ota.tmp / "stolen-keys"
+    shutil.copytree(ota.repo.keys_dir, stolen)  # the targets key leaks
+    ota.repo.rotate_key("targets")
+    ota.publish("v2")
+    res = up.update()  # walks root v1 -> v2, trusts the new targets key
+    assert (res.status, res.version) == ("installed", "v2"), res
+    for role in ("snapshot", "timestamp"):  # the attacker also holds these (worst case)
+        shutil.copy(ota.repo.keys_dir / f"{role}.pem", stolen / f"{role}.pem")
+    ReleaseRepository(ota.repo.root, stolen).publish(ota.versions["v3"])
+    res = up.update()
+    assert res.status == "failed" and "targets was signed by 0/1 keys" in res.error, res
+    assert up.current_version() == "v2"
+
+
+def test_root_key_rotation_keeps_the_chain_verifiable(ota: Ota) -> None:
+    up = ota.updater()
+    up.update()
+    ota.repo.rotate_key("root")
+    ota.repo.rotate_key("timestamp")
+    ota.publish("v2")
+    assert up.update().version == "v2"
+    fresh = ota.updater("dev-2")  # provisioned with the newest root.json
+    assert fresh.update().version == "v2"
