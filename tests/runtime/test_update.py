@@ -307,6 +307,14 @@ def test_device_cli_update_and_status(ota: Ota) -> None:
     assert bad.returncode == 2 and "trusted TUF root" in bad.stderr
 
 
+def test_device_id_is_generated_once_and_kept(tmp_path: Path) -> None:
+    root = b"{}"  # not read until an update runs
+    a = BundleUpdater("http://127.0.0.1:9", tmp_path, trusted_root=root)
+    b = BundleUpdater("http://127.0.0.1:9", tmp_path, trusted_root=root)
+    assert a.device_id == b.device_id and len(a.device_id) == 32
+    assert a.update().status == "failed", "a broken root is a failed update, not a crash"
+
+
 def test_bad_arguments_are_named() -> None:
     from edgerec.errors import InputError
 
