@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "edgerec.converters.cli",
     "edgerec.bench.cli",
     "edgerec.coordinator.cli",
+    "edgerec.release.cli",
     "edgerec.simulation.cli",
 )
 

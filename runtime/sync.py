@@ -89,6 +89,10 @@ class SyncClient:
             sending a less noised update).
         min_cohort: sit out rounds whose minimum cohort (the fewest devices the
             coordinator may unmask together) is smaller than this.
+        updater: a :class:`~edgerec.runtime.update.BundleUpdater`: each ``sync()``
+            first checks for a new bundle (the result is :attr:`last_update`; the app
+            reopens ``updater.open_recommender()`` when it says ``installed``) and
+            keeps every head it applies under the bundle version it belongs to.
 
     Attributes:
         device_id, token: this device's credentials (None before enrollment).
@@ -116,7 +120,10 @@ class SyncClient:
         durable: bool = True,
         min_noise_multiplier: float = 0.0,
         min_cohort: int = 2,
+        updater: Any = None,
     ) -> None:
+        self.updater = updater
+        self.last_update: Any = None  # the updater's UpdateResult of the last sync()
         self.base_url = base_url.rstrip("/")
         self.model = adapt_model(model)
         self._state = DeviceState(state_dir, durable)
@@ -188,6 +195,8 @@ class SyncClient:
         sent_before = self._session.bytes_sent
         received_before = self._session.bytes_received
         deadline = time.monotonic() + max(0.0, wait_s)
+        if self.updater is not None:  # never raises: trouble goes into its result
+            self.last_update = self.updater.update()
         try:
             if not self.token:
                 self.enroll()
@@ -237,6 +246,8 @@ class SyncClient:
         self._state.save_head(version, data["sha256"], data.get("metadata", {}), bias)
         self.head_version, self.global_bias = version, bias
         self._apply_bias()
+        if self.updater is not None and _same_bundle(self.updater, self.last_update):
+            self.updater.save_head(version, bias)  # heads belong to their bundle version
         log.info("applied head v%d", version)
         return True
 
@@ -278,3 +289,10 @@ class SyncClient:
                 self.head_version,
                 self.state_dir,
             )
+
+
+def _same_bundle(updater: Any, last_update: Any) -> bool:
+    """True when the model this client runs is still the updater's current bundle (a
+    head fetched right after a switch belongs to the old one)."""
+    switched = last_update is not None and last_update.status == "installed"
+    return updater.current_version() is not None and not switched
