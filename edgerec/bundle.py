@@ -764,11 +764,11 @@ def _check_input(c: _Checker, spec: dict[str, Any], where: str, files: dict[str,
     feed = c.string(spec.get("feed", "items"), f"{where}.feed")
     if feed not in FEEDS:
         raise c.fail(f"{where}.feed", f"must be one of {sorted(FEEDS)}", feed)
-    if "shape" in spec:
-        for k, dim in enumerate(c.lst(spec["shape"], f"{where}.shape")):
-            c.integer(dim, f"{where}.shape[{k}]", -1, MAX_CATALOG_ITEMS)
-    if "dtype" in spec:
-        c.string(spec["dtype"], f"{where}.dtype")
+    for k, dim in enumerate(c.lst(c.key(spec, "shape", where), f"{where}.shape")):
+        c.integer(dim, f"{where}.shape[{k}]", -1, MAX_CATALOG_ITEMS)
+    for key in ("dtype", "tensor"):
+        if key in spec:
+            c.string(spec[key], f"{where}.{key}", nonempty=False)
     if feed == "embedding_rows":
         c.listed(c.key(spec, "table", where), f"{where}.table", files)
 
