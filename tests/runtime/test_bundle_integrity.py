@@ -199,6 +199,10 @@ BAD_ARTIFACTS = [
         _artifact(inputs=[{"name": "x", "shape": [1], "feed": "embedding_rows", "table": "/t"}]),
         r"inputs\[0\]\.table: absolute path",
     ),
+    (
+        _artifact(inputs=[{"name": "x", "shape": [1, 4], "tensor": ["t"]}]),
+        r"inputs\[0\]\.tensor: must be a string",
+    ),
     (_artifact(gpu={"ready": 1}), r"artifacts\[0\]\.gpu\.ready: must be true or false"),
 ]
 
