@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             work = tmp_dir / f"real{k}"
             copy = Path(shutil.copytree(src, work / src.name))
             (copy / "manifest.sig.json").unlink(missing_ok=True)
-            rows.append({**measure(copy, work, args.repeats, True), "kind": "converter bundle"})
+            synthetic = "synthetic" in json.loads((copy / "manifest.json").read_text())
+            kind = "synthetic (edgerec.bench.synthetic)" if synthetic else "converter bundle"
+            rows.append({**measure(copy, work, args.repeats, True), "kind": kind})
         for mb in args.blob_mb:
             work = tmp_dir / f"blob{mb}"
             bundle = blob_bundle(work / f"blob-{mb}MB", mb)
