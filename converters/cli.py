@@ -21,7 +21,7 @@ examples:
       --config convert.toml --force --json > convert.json
   edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/small \\
       --targets tflite --precisions fp32,int8-dynamic --epochs 20 --no-gpu
-  edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/ml100k \
+  edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/ml100k \\
       --sign-key keys/edgerec-bundle.key       # signed before the atomic publish
 
 Passes: distil (student on the teacher's soft targets) -> SavedModel [1, L] ->
