@@ -21,6 +21,8 @@ examples:
       --config convert.toml --force --json > convert.json
   edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/small \\
       --targets tflite --precisions fp32,int8-dynamic --epochs 20 --no-gpu
+  edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/ml100k \\
+      --sign-key keys/edgerec-bundle.key       # signed before the atomic publish
 
 Passes: distil (student on the teacher's soft targets) -> SavedModel [1, L] ->
 TFLite fp32/fp16/int8-dynamic/int8 and ONNX fp32/fp16/int8-dynamic -> GPU variant
@@ -70,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval-users", type=int, help="test users per artifact (0 = all)")
     p.add_argument("--keep-work", type=Path, help="copy the work dir (SavedModels) here")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--sign-key",
+        type=Path,
+        help="Ed25519 private key ('edgerec keys generate'): sign an accepted bundle "
+        "before it is published",
+    )
     p.set_defaults(handler=run_convert)
 
 
@@ -79,6 +87,11 @@ def run_convert(args: argparse.Namespace) -> int:
 
     for module in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert"):
         require(module, "convert")
+    sign_key = None
+    if args.sign_key is not None:  # a bad key fails now, not after the conversion
+        from edgerec.runtime.signing import load_private_key
+
+        sign_key = load_private_key(args.sign_key)
     from edgerec.converters.config import ConvertConfig
 
     config = ConvertConfig.from_toml(args.config).with_overrides(
@@ -106,6 +119,7 @@ def run_convert(args: argparse.Namespace) -> int:
             force=args.force,
             progress=not args.no_progress,
             keep_work=args.keep_work,
+            sign_key=sign_key,
         )
     except GateFailed as exc:
         if exc.result is None:
@@ -146,4 +160,6 @@ def summary_text(summary: dict) -> str:
     total = summary.get("timings", {}).get("total")
     took = f" in {total:.0f} s" if total is not None else ""
     lines.append(f"bundle {summary.get('status', '?').upper()} at {summary.get('out_dir')}{took}")
+    if summary.get("signed_by"):
+        lines.append(f"signed by key {summary['signed_by']}")
     return "\n".join(lines)

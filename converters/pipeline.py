@@ -138,6 +138,7 @@ def convert(
     progress: bool = True,
     raise_on_gate: bool = True,
     keep_work: Path | None = None,
+    sign_key: Any = None,
 ) -> ConvertResult:
     """Distil, export, quantize, validate, gate and bundle.
 
@@ -152,6 +153,8 @@ def convert(
         raise_on_gate: raise :class:`GateFailed` (exit 3) after publishing a
             rejected bundle; otherwise return the result with ``status = rejected``.
         keep_work: copy the work directory (SavedModels, raw artifacts) there.
+        sign_key: an Ed25519 private key (``edgerec.runtime.signing.load_private_key``)
+            that signs the manifest of an accepted bundle before it is published.
 
     Returns:
         :class:`ConvertResult` (``summary`` is what ``--json`` prints).
@@ -162,7 +165,7 @@ def convert(
         prepared = prepare(teacher, data, out, config, force)
     with tempfile.TemporaryDirectory(prefix="edgerec-convert-") as tmp:
         work = Path(tmp)
-        result = _convert(prepared, work, timings, progress)
+        result = _convert(prepared, work, timings, progress, sign_key)
         if keep_work is not None:
             shutil.copytree(work, keep_work, dirs_exist_ok=True)
     timings["total"] = round(time.perf_counter() - started, 2)
@@ -178,7 +181,11 @@ def convert(
 
 
 def _convert(
-    prepared: Prepared, work: Path, timings: dict[str, float], progress: bool
+    prepared: Prepared,
+    work: Path,
+    timings: dict[str, float],
+    progress: bool,
+    sign_key: Any = None,
 ) -> ConvertResult:
     from edgerec.converters import rows
     from edgerec.converters.passes import distil, export, package, quality, savedmodel, validate
@@ -274,7 +281,9 @@ def _convert(
                 fallback_artifact=fallback_name,
                 timings=timings,
             ),
-            package.PackageOptions(prepared.out_dir, prepared.force, work, cfg.validation.threads),
+            package.PackageOptions(
+                prepared.out_dir, prepared.force, work, cfg.validation.threads, sign_key
+            ),
         )
     status = summary["status"]
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING

@@ -1,16 +1,42 @@
 """The bundle as it arrived on the device: manifest schema, every sha256, and
-refusal of tampered, truncated, missing and unknown-schema copies."""
+refusal of tampered, truncated, missing and unknown-schema copies, of paths and
+symlinks leaving the bundle, of unlisted files and of a missing status; and
+Ed25519 signing and verification with this device's ``cryptography``."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from devicekit import materialize, sha256_file, shadow_copy
+from devicekit import materialize, sha256_file
 
 from edgerec.bundle import SUPPORTED_SCHEMA_VERSIONS, BundleError, open_bundle, read_manifest
+
+
+def shadow_copy(src: Path, dst: Path) -> Path:
+    """A cheap copy of a bundle: hard links where the file system allows (a copy
+    otherwise), ``manifest.json`` a real copy. Not symlinks: the runtime refuses
+    symlinks that leave the bundle directory. Replace a link with a real file
+    (``materialize``) to tamper with it."""
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.name == "manifest.json" and path.parent == src:
+            target.write_bytes(path.read_bytes())
+            continue
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    return dst
+
 
 FORMATS = {"tflite", "onnx"}
 PRECISIONS = {"fp32", "fp16", "int8-dynamic", "int8"}
@@ -146,3 +172,97 @@ def test_unknown_schema_version_is_refused(bundle_path: Path, tmp_path: Path) ->
     (copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="schema_version"):
         open_bundle(copy)
+
+
+def _edit_manifest(copy: Path, change) -> None:
+    data = json.loads((copy / "manifest.json").read_text())
+    change(data)
+    (copy / "manifest.json").write_text(json.dumps(data))
+
+
+def test_symlink_leaving_the_bundle_is_refused(bundle_path: Path, tmp_path: Path) -> None:
+    """vocab.json replaced by a symlink to an identical file outside the bundle:
+    the hash matches, the location does not."""
+    from edgerec.runtime import Recommender
+
+    copy = shadow_copy(bundle_path, tmp_path / "symlink")
+    outside = tmp_path / "vocab-elsewhere.json"
+    outside.write_bytes((copy / "vocab.json").read_bytes())
+    (copy / "vocab.json").unlink()
+    (copy / "vocab.json").symlink_to(outside)
+    with pytest.raises(BundleError, match="vocab.json: resolves to .*outside the bundle"):
+        Recommender.open(copy)
+
+
+def test_path_traversal_is_refused(bundle_path: Path, manifest, tmp_path: Path) -> None:
+    """The default artifact listed as ``../<file>`` (a real copy there, true hash)."""
+    from edgerec.runtime import Recommender
+
+    copy = shadow_copy(bundle_path, tmp_path / "traversal" / "bundle")
+    rel = _default_artifact_path(manifest)
+    shutil.copyfile(bundle_path / rel, copy.parent / Path(rel).name)
+
+    def climb(m: dict) -> None:
+        m["files"]["../" + Path(rel).name] = m["files"].pop(rel)
+        for a in m["artifacts"]:
+            if a["path"] == rel:
+                a["path"] = "../" + Path(rel).name
+
+    _edit_manifest(copy, climb)
+    with pytest.raises(BundleError, match=r"climbs out with '\.\.'"):
+        Recommender.open(copy)
+
+
+def test_unlisted_file_is_not_read(bundle_path: Path, tmp_path: Path) -> None:
+    from edgerec.runtime import Recommender
+
+    copy = shadow_copy(bundle_path, tmp_path / "unlisted")
+
+    def unlist(m: dict) -> None:
+        m["files"].pop("popularity.npy")
+        m.pop("popularity", None)
+
+    _edit_manifest(copy, unlist)
+    with pytest.raises(BundleError, match=r"popularity\.npy: not listed"):
+        Recommender.open(copy)
+
+
+def test_missing_status_is_not_accepted(bundle_path: Path, tmp_path: Path) -> None:
+    copy = shadow_copy(bundle_path, tmp_path / "status")
+    _edit_manifest(copy, lambda m: m.pop("status"))
+    with pytest.raises(BundleError, match="'status' is missing"):
+        open_bundle(copy)
+
+
+def test_signature_on_this_device(bundle_path: Path, tmp_path: Path, device_report) -> None:
+    """Sign a copy with a fresh key, open it with that key trusted (and the
+    signature check timed), refuse it under another key and after tampering."""
+    import time
+
+    from edgerec.bundle import read_manifest_bytes
+    from edgerec.runtime import Recommender
+    from edgerec.runtime.signing import (
+        TrustedKeys,
+        generate_keys,
+        load_private_key,
+        sign_bundle,
+    )
+
+    copy = shadow_copy(bundle_path, tmp_path / "signed")
+    pair = generate_keys(tmp_path / "keys")
+    other = generate_keys(tmp_path / "other")
+    sign_bundle(copy, load_private_key(pair.private_path))
+    trust = TrustedKeys.load(pair.public_path)
+    raw = read_manifest_bytes(copy)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        trust.verify(copy, raw)
+    verify_ms = (time.perf_counter() - t0) / 20 * 1e3
+    with Recommender.open(copy, trusted_keys=pair.public_path) as rec:
+        assert rec.signed_by == pair.keyid
+    with pytest.raises(BundleError, match="untrusted key"):
+        Recommender.open(copy, trusted_keys=other.public_path)
+    _edit_manifest(copy, lambda m: m["model"].update(version="forged"))
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        Recommender.open(copy, trusted_keys=pair.public_path)
+    device_report.section("integrity")["signature_verify_ms"] = round(verify_ms, 3)

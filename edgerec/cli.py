@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "edgerec.data.cli",
     "edgerec.teacher.cli",
     "edgerec.converters.cli",
+    "edgerec.runtime.cli",
     "edgerec.bench.cli",
     "edgerec.coordinator.cli",
     "edgerec.release.cli",

@@ -5,6 +5,7 @@
     from edgerec.runtime import Recommender
 
     rec = Recommender.open("bundles/ml100k")            # verifies every sha256
+    rec = Recommender.open("bundles/ml100k", trusted_keys=["keys/release.pub"])
     rec.recommend(["50", "181", "258"], k=10)           # raw item ids, oldest first
     rec.accelerator                                     # "cpu", "gpu", "cuda"...
 
@@ -17,13 +18,20 @@ prior instead of the model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerec.bundle import ArtifactEntry, BundleError, Manifest, open_bundle
+from edgerec.bundle import (
+    ArtifactEntry,
+    BundleError,
+    Manifest,
+    open_bundle,
+    read_manifest_bytes,
+)
 from edgerec.errors import InputError, MissingExtraError
 from edgerec.vocab import Vocab
 
@@ -34,6 +42,7 @@ from .backends.base import (
     REQUIRED_MODULE,
     AcceleratorUnavailable,
     Backend,
+    BackendError,
     backend_available,
     create_backend,
 )
@@ -43,10 +52,17 @@ from .ranking import Recommendation, TopK, to_recommendations
 
 if TYPE_CHECKING:  # imported when a store is opened: sqlite3 stays out of plain use
     from .history import HistoryStore
+    from .signing import KeySource, TrustedKeys
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "litert", "onnx")
+_warned_unverified = False  # "not verified against a key" is logged once per process
+
+
+class BundleLoadError(BundleError, BackendError):
+    """A verified bundle file that its loader cannot use (an artifact, table,
+    vocabulary or prior that does not fit what the manifest says about it)."""
 
 
 class Recommender:
@@ -80,6 +96,7 @@ class Recommender:
         self._local_bias: np.ndarray | None = None
         self._bias: np.ndarray | None = None  # global + local, added to model scores
         self._owns_store = False  # set by open() when it opened the store from a path
+        self.signed_by: str | None = None  # id of the trusted key that signed the bundle
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -93,16 +110,21 @@ class Recommender:
         dedupe: str = "none",
         store: HistoryStore | str | Path | None = None,
         gpu_delegate: str | None = None,
+        trusted_keys: TrustedKeys | KeySource | Iterable[KeySource] | None = None,
     ) -> Recommender:
         """Verify a bundle and load one of its artifacts.
 
-        What is verified, and when: first ``manifest.json`` (known schema
-        version, status ``accepted``), then *every* file the manifest lists —
+        What is verified, and when: when trust is configured (``trusted_keys``,
+        else ``$EDGEREC_TRUSTED_KEYS``, else a trust config file; see
+        :mod:`edgerec.runtime.signing`), first the signature of
+        ``manifest.json`` by one of the trusted keys; then the manifest itself
+        (known schema version, every field's type and range, every path inside
+        the bundle, status ``accepted``), then *every* file the manifest lists —
         existence, byte size and sha256, the artifacts this call does not load
         included — and only then is anything read (vocabulary, popularity
-        prior, the chosen artifact). Hashing is a small part of ``open``: about
-        5 ms for the 4.4 MB ML-100K bundle, 0.2 s for a 156 MB bundle of eight
-        100k-item artifacts.
+        prior, the chosen artifact), each only if the manifest lists it.
+        Hashing is a small part of ``open``: about 5 ms for the 4.4 MB ML-100K
+        bundle, 0.2 s for a 156 MB bundle of eight 100k-item artifacts.
 
         Args:
             bundle_path: directory written by ``edgerec convert``.
@@ -115,9 +137,17 @@ class Recommender:
             dedupe: history de-duplication policy (see :class:`FeatureExtractor`).
             store: a :class:`HistoryStore` (or its path) for :meth:`recommend_for`.
             gpu_delegate: path of a TFLite GPU delegate library (LiteRT only).
+            trusted_keys: public keys whose signature the bundle must carry: key
+                files, folders of ``*.pub`` files, PEM or raw key bytes (several
+                at once during a key rotation). None: the environment or the
+                trust config file decides; without either the bundle is not
+                checked against a key (logged once).
 
         Raises:
-            BundleError: unknown schema, rejected bundle, missing or tampered files.
+            BundleError: unknown schema, malformed manifest, status not
+                ``accepted``, a path leaving the bundle, missing, unlisted or
+                tampered files, or (with trust configured) an unsigned bundle,
+                a bad signature or one by an untrusted key.
             MissingExtraError: the backend's package is not installed.
             AcceleratorUnavailable: ``accelerator="gpu"`` and no GPU here.
         """
@@ -127,11 +157,13 @@ class Recommender:
             raise InputError(f"accelerator must be one of {ACCELERATORS} (got {accelerator!r})")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise InputError(f"threads must be a positive integer (got {threads!r})")
-        manifest = open_bundle(bundle_path)
-        vocab = Vocab.load(manifest.path("vocab.json"))
+        manifest, signed_by = _verified_manifest(bundle_path, trusted_keys)
+        vocab_file = manifest.vocab_file
+        with _load_error(manifest, vocab_file):
+            vocab = Vocab.load(manifest.file(vocab_file))
         spec = manifest.feature_spec
         if vocab.num_items != spec.num_items:
-            raise BundleError(f"{manifest.root}: vocab.json and feature_spec disagree on n")
+            raise BundleError(f"{manifest.root}: {vocab_file} and feature_spec disagree on n")
         fmt = _pick_format(manifest, backend)
         kwargs: dict[str, Any] = {
             "num_items": spec.num_items,
@@ -142,12 +174,15 @@ class Recommender:
         gpu_art = _gpu_artifact(manifest, fmt, precision) if accelerator != "cpu" else None
         if gpu_art is not None:
             extra = (
-                {"gpu_delegate": gpu_delegate, "inputs": gpu_art.inputs} if fmt == "tflite" else {}
+                {"gpu_delegate": gpu_delegate, "inputs": gpu_art.inputs, "table_dir": manifest.root}
+                if fmt == "tflite"
+                else {}
             )
             try:
-                be = create_backend(
-                    fmt, manifest.path(gpu_art.path), accelerator="gpu", **kwargs, **extra
-                )
+                with _load_error(manifest, gpu_art.path):
+                    be = create_backend(
+                        fmt, _artifact_file(manifest, gpu_art), accelerator="gpu", **kwargs, **extra
+                    )
                 loaded = (be, gpu_art)
             except AcceleratorUnavailable as exc:
                 if accelerator == "gpu":
@@ -157,16 +192,23 @@ class Recommender:
                 )
         if loaded is None:
             art = _cpu_artifact(manifest, fmt, precision)
-            extra = {"gpu_delegate": gpu_delegate, "inputs": art.inputs} if fmt == "tflite" else {}
-            acc = "cpu" if gpu_art is not None else accelerator
-            loaded = (
-                create_backend(fmt, manifest.path(art.path), accelerator=acc, **kwargs, **extra),
-                art,
+            extra = (
+                {"gpu_delegate": gpu_delegate, "inputs": art.inputs, "table_dir": manifest.root}
+                if fmt == "tflite"
+                else {}
             )
+            acc = "cpu" if gpu_art is not None else accelerator
+            with _load_error(manifest, art.path):
+                be = create_backend(
+                    fmt, _artifact_file(manifest, art), accelerator=acc, **kwargs, **extra
+                )
+            loaded = (be, art)
         be, art = loaded
         opened: HistoryStore | None = None  # a store this call opens from a path
         try:  # a failure below must not leak the loaded backend (no partial state)
-            prior = PopularityPrior.load(manifest.path("popularity.npy"), num_items=spec.num_items)
+            prior_file = manifest.popularity_file
+            with _load_error(manifest, prior_file):
+                prior = PopularityPrior.load(manifest.file(prior_file), num_items=spec.num_items)
             if isinstance(store, str | Path):
                 from .history import HistoryStore
 
@@ -178,6 +220,7 @@ class Recommender:
                 opened.close()
             raise
         rec._owns_store = opened is not None
+        rec.signed_by = signed_by
         log.info("opened %s: %s %s on %s", manifest.root, art.format, art.precision, be.accelerator)
         return rec
 
@@ -344,6 +387,53 @@ class Recommender:
         return np.concatenate([a, b])
 
 
+def _verified_manifest(bundle_path: str | Path, trusted_keys: Any) -> tuple[Manifest, str | None]:
+    """The manifest, signature-checked when trust is configured, then fully verified.
+
+    The signature is checked over the same bytes that are then parsed, so the
+    manifest cannot be swapped between the two steps.
+    """
+    global _warned_unverified
+    from .signing import TrustedKeys
+
+    trust = TrustedKeys.configured(trusted_keys)
+    raw = read_manifest_bytes(bundle_path)
+    signed_by = None
+    if trust is not None:
+        signed_by = trust.verify(bundle_path, raw)
+        log.info("%s: manifest signed by trusted key %s", bundle_path, signed_by[:16])
+    elif not _warned_unverified:
+        _warned_unverified = True
+        log.warning(
+            "%s: bundle not verified against a signing key (no trusted keys configured: "
+            "pass trusted_keys= or set EDGEREC_TRUSTED_KEYS); only its hashes are checked",
+            bundle_path,
+        )
+    return open_bundle(bundle_path, raw=raw), signed_by
+
+
+@contextmanager
+def _load_error(manifest: Manifest, rel: str) -> Iterator[None]:
+    """Turn a loader's complaint about a verified bundle file into a BundleLoadError
+    (the manifest vouched for the file, so the bundle is what is wrong)."""
+    try:
+        yield
+    except (AcceleratorUnavailable, MissingExtraError, BundleError):
+        raise
+    except (BackendError, InputError) as exc:
+        raise BundleLoadError(f"{manifest.root / rel}: cannot be loaded ({exc})") from exc
+
+
+def _artifact_file(manifest: Manifest, art: ArtifactEntry) -> Path:
+    """The artifact's path after checking it and every file it needs (tables)."""
+    for spec in art.inputs:
+        if spec.get("table") is not None:
+            manifest.file(spec["table"])
+    for rel in art.files:
+        manifest.file(rel)
+    return manifest.file(art.path)
+
+
 def _pick_format(manifest: Manifest, backend: str) -> str:
     formats = {a.format for a in manifest.artifacts}
     if backend != "auto":
@@ -400,4 +490,4 @@ def _gpu_artifact(manifest: Manifest, fmt: str, precision: str) -> ArtifactEntry
     return None
 
 
-__all__ = ["BACKEND_FOR_FORMAT", "Recommender"]
+__all__ = ["BACKEND_FOR_FORMAT", "BundleLoadError", "Recommender"]

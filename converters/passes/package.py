@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,8 +127,9 @@ def write_bundle(
     manifest: BundleManifest,
     artifacts: list[tuple[dict[str, Any], Path, dict[str, Path]]],
     files: dict[str, bytes | Path],
+    sign_key: Any = None,
 ) -> Path:
-    """Publish a bundle atomically.
+    """Publish a bundle atomically (signed first when ``sign_key`` is given).
 
     Args:
         manifest: the manifest (the writer adds ``schema_version``, ``artifacts``
@@ -135,6 +137,9 @@ def write_bundle(
         artifacts: ``(entry, file, extra files)`` per artifact; ``entry`` is an
             :class:`~edgerec.bundle.ArtifactEntry` dict without sha256/bytes.
         files: other bundle files, relative path -> bytes or a source path.
+        sign_key: Ed25519 private key; its signature of the finished manifest is
+            written into the bundle before the rename, so the bundle appears
+            complete and signed at once.
     """
     with BundleWriter(out_dir, force=force) as writer:
         for rel, src in files.items():
@@ -147,7 +152,21 @@ def write_bundle(
                 if rel not in writer.files:
                     writer.add_file(rel, src)
             writer.add_artifact(entry, path)
-        return writer.finish(manifest)
+        return writer.finish(manifest, before_publish=_signer(sign_key))
+
+
+def _signer(sign_key: Any) -> Callable[[Path], None] | None:
+    """The pre-publish hook that signs the finished bundle, or None."""
+    if sign_key is None:
+        return None
+
+    def sign(tmp_dir: Path) -> None:
+        from edgerec.runtime.signing import sign_bundle
+
+        sig = sign_bundle(tmp_dir, sign_key)
+        log.info("bundle manifest signed by key %s", sig.keyid)
+
+    return sign
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,7 @@ class PackageOptions:
     force: bool
     work_dir: Path  # scratch space for the embedded artifacts and the report
     threads: int = 1  # interpreter threads of the metadata round-trip check
+    sign_key: Any = None  # Ed25519 private key: sign an accepted bundle before publishing
 
 
 @dataclass(frozen=True)
@@ -399,5 +419,17 @@ def run(data: PackageInput, options: PackageOptions) -> dict[str, Any]:
     report_dir.mkdir()
     for rel, path in report.write(summary, report_dir).items():
         files[rel] = path
-    write_bundle(options.out_dir, options.force, manifest, entries, files)
+    sign_key = options.sign_key if status == STATUS_ACCEPTED else None
+    if options.sign_key is not None and sign_key is None:
+        log.warning("bundle %s is rejected: published unsigned", options.out_dir)
+    write_bundle(options.out_dir, options.force, manifest, entries, files, sign_key)
+    summary["signed_by"] = _key_id(sign_key)
     return summary
+
+
+def _key_id(sign_key: Any) -> str | None:
+    if sign_key is None:
+        return None
+    from edgerec.runtime.signing import key_id
+
+    return key_id(sign_key.public_key())
