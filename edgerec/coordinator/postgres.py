@@ -1,6 +1,7 @@
 """PostgreSQL implementation of the coordinator storage (``psycopg`` 3 + a pool).
 
-Same semantics as :mod:`.sqlite`, query for query:
+Same semantics as :mod:`.sqlite`, query for query (both run the queries of
+:mod:`.sql_transaction`):
 
 * A write transaction first takes a transaction-scoped advisory lock
   (``pg_advisory_xact_lock``), so writers are serialised across every process on
@@ -36,13 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .migrations import (
-    MIGRATIONS,
-    VERSION_TABLE,
-    Migration,
-    pending,
-    require_current,
-)
+from .migrations import MIGRATIONS, VERSION_TABLE, Migration, pending, require_current
 from .sql_transaction import SqlTransaction
 from .storage import Storage, StorageError
 
@@ -270,10 +265,6 @@ class PostgresStorage(Storage):
             yield
         finally:
             conn.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"{self.url}: storage is closed")
 
     def close(self) -> None:
         if self._closed:

@@ -9,6 +9,7 @@
   coordinator database of a known schema; anything else is refused untouched. The
   tables come from :mod:`.migrations` (shared with PostgreSQL); ``user_version``
   is the version, ``schema_version`` its history.
+* The queries are :mod:`.sql_transaction`'s (shared with PostgreSQL).
 
 Schema (version 1)::
 
@@ -35,14 +36,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .migrations import (
-    LATEST,
-    MIGRATIONS,
-    VERSION_TABLE,
-    Migration,
-    pending,
-    require_current,
-)
+from .migrations import LATEST, MIGRATIONS, VERSION_TABLE, Migration, pending, require_current
 from .sql_transaction import SqlTransaction
 from .storage import Storage, StorageError
 
@@ -217,10 +211,6 @@ class SqliteStorage(Storage):
             yield SqliteTransaction(conn)
         finally:
             conn.execute("COMMIT")
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"{self.url}: storage is closed")
 
     def close(self) -> None:
         if self._closed:
