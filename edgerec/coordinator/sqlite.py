@@ -9,6 +9,7 @@
   coordinator database of a known schema; anything else is refused untouched. The
   tables come from :mod:`.migrations` (shared with PostgreSQL); ``user_version``
   is the version, ``schema_version`` its history.
+* The queries are :mod:`.sql_transaction`'s (shared with PostgreSQL).
 
 Schema (version 1)::
 
@@ -27,7 +28,6 @@ Schema (version 1)::
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -35,30 +35,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from .migrations import (
-    LATEST,
-    MIGRATIONS,
-    VERSION_TABLE,
-    Migration,
-    pending,
-    require_current,
-)
-from .storage import (
-    FINAL_STATES,
-    Device,
-    Head,
-    Message,
-    Participant,
-    Round,
-    Storage,
-    StorageError,
-    Transaction,
-    dumps,
-)
+from .migrations import LATEST, MIGRATIONS, VERSION_TABLE, Migration, pending, require_current
+from .sql_transaction import SqlTransaction
+from .storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -66,301 +46,15 @@ APPLICATION_ID = 0x45524344  # "ERCD"
 #: the schema this code writes (``PRAGMA user_version`` mirrors ``schema_version``)
 SCHEMA_VERSION = LATEST
 
-_ROUND_COLUMNS = (
-    "round_id, base_version, state, params, seed, opened_at, deadline, phase_deadline, "
-    "closed_at, failure, result_version, info"
-)
-_UPDATABLE = {
-    "state",
-    "phase_deadline",
-    "closed_at",
-    "failure",
-    "result_version",
-    "info",
-    "deadline",
-}
 
+class SqliteTransaction(SqlTransaction):
+    """:class:`~.sql_transaction.SqlTransaction` over one ``sqlite3`` connection."""
 
-class SqliteTransaction(Transaction):
-    """:class:`Transaction` over one ``sqlite3`` connection."""
+    dialect = "sqlite"
+    log = log
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self._depth = 0
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        self._depth += 1
-        name = f"sp{self._depth}"
-        self.conn.execute(f"SAVEPOINT {name}")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute(f"ROLLBACK TO {name}")
-            self.conn.execute(f"RELEASE {name}")
-            raise
-        else:
-            self.conn.execute(f"RELEASE {name}")
-        finally:
-            self._depth -= 1
-
-    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
-        return self.conn.execute(sql, params).fetchone()
-
-    # -- meta ---------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
-        return None if row is None else row[0]
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    # -- devices ------------------------------------------------------------------------
-    def insert_device(self, device: Device) -> None:
-        self.conn.execute(
-            "INSERT INTO devices(device_id, token_hash, enrolled_at, revoked) VALUES (?,?,?,?)",
-            (device.device_id, device.token_hash, device.enrolled_at, int(device.revoked)),
-        )
-
-    def get_device(self, device_id: str) -> Device | None:
-        row = self._one(
-            "SELECT device_id, token_hash, enrolled_at, revoked FROM devices WHERE device_id = ?",
-            (device_id,),
-        )
-        return None if row is None else Device(row[0], bytes(row[1]), row[2], bool(row[3]))
-
-    def count_devices(self) -> int:
-        return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])
-
-    def device_ids_enrolled_by(self, when: float) -> list[str]:
-        rows = self.conn.execute(
-            "SELECT device_id FROM devices WHERE revoked = 0 AND enrolled_at <= ?", (when,)
-        )
-        return [r[0] for r in rows]
-
-    # -- heads --------------------------------------------------------------------------
-    def insert_head(self, head: Head) -> None:
-        bias = np.ascontiguousarray(head.global_bias, dtype="<f4")
-        self.conn.execute(
-            "INSERT INTO heads(version, round_id, created_at, global_bias, metadata) "
-            "VALUES (?,?,?,?,?)",
-            (head.version, head.round_id, head.created_at, bias.tobytes(), dumps(head.metadata)),
-        )
-
-    @staticmethod
-    def _head(row: tuple | None) -> Head | None:
-        if row is None:
-            return None
-        bias = np.frombuffer(row[3], dtype="<f4").astype(np.float32)
-        return Head(row[0], row[1], row[2], bias, json.loads(row[4]))
-
-    def latest_head(self) -> Head | None:
-        return self._head(
-            self._one(
-                "SELECT version, round_id, created_at, global_bias, metadata FROM heads "
-                "ORDER BY version DESC LIMIT 1"
-            )
-        )
-
-    def get_head(self, version: int) -> Head | None:
-        return self._head(
-            self._one(
-                "SELECT version, round_id, created_at, global_bias, metadata FROM heads "
-                "WHERE version = ?",
-                (version,),
-            )
-        )
-
-    # -- rounds -------------------------------------------------------------------------
-    @staticmethod
-    def _round(row: tuple | None) -> Round | None:
-        if row is None:
-            return None
-        return Round(
-            round_id=row[0],
-            base_version=row[1],
-            state=row[2],
-            params=json.loads(row[3]),
-            seed=bytes(row[4]),
-            opened_at=row[5],
-            deadline=row[6],
-            phase_deadline=row[7],
-            closed_at=row[8],
-            failure=row[9],
-            result_version=row[10],
-            info=json.loads(row[11]),
-        )
-
-    def insert_round(self, rnd: Round) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO rounds(base_version, state, params, seed, opened_at, deadline, "
-            "phase_deadline, info) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                rnd.base_version,
-                rnd.state,
-                dumps(rnd.params),
-                rnd.seed,
-                rnd.opened_at,
-                rnd.deadline,
-                rnd.phase_deadline,
-                dumps(rnd.info),
-            ),
-        )
-        return int(cur.lastrowid)
-
-    def get_round(self, round_id: int) -> Round | None:
-        return self._round(
-            self._one(f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (round_id,))
-        )
-
-    def round_state(self, round_id: int) -> str | None:
-        row = self._one("SELECT state FROM rounds WHERE round_id = ?", (round_id,))
-        return None if row is None else row[0]
-
-    def active_round(self) -> Round | None:
-        marks = ",".join("?" * len(FINAL_STATES))
-        return self._round(
-            self._one(
-                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE state NOT IN ({marks}) "
-                "ORDER BY round_id DESC LIMIT 1",
-                FINAL_STATES,
-            )
-        )
-
-    def latest_round(self) -> Round | None:
-        return self._round(
-            self._one(f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY round_id DESC LIMIT 1")
-        )
-
-    def list_rounds(self, limit: int = 50, state: str | None = None) -> list[Round]:
-        where, args = ("WHERE state = ?", (state,)) if state is not None else ("", ())
-        rows = self.conn.execute(
-            f"SELECT {_ROUND_COLUMNS} FROM rounds {where} ORDER BY round_id DESC LIMIT ?",
-            (*args, limit),
-        ).fetchall()
-        return [r for r in map(self._round, rows) if r is not None]
-
-    def count_rounds(self, state: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM rounds WHERE state = ?", (state,))[0])
-
-    def update_round(self, round_id: int, expect_state: str, **changes: Any) -> bool:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update round column(s) {sorted(unknown)}")
-        if "info" in changes:
-            changes["info"] = dumps(changes["info"])
-        sets = ", ".join(f"{k} = ?" for k in changes)
-        cur = self.conn.execute(
-            f"UPDATE rounds SET {sets} WHERE round_id = ? AND state = ?",
-            (*changes.values(), round_id, expect_state),
-        )
-        return cur.rowcount == 1
-
-    # -- participants and messages ------------------------------------------------------
-    def add_participant(
-        self, round_id: int, device_id: str, client_id: int, now: float
-    ) -> Participant:
-        self.conn.execute(
-            "INSERT INTO participants(round_id, device_id, client_id, joined_at) VALUES (?,?,?,?)",
-            (round_id, device_id, client_id, now),
-        )
-        return Participant(round_id, device_id, client_id, now)
-
-    def participant_by_client(self, round_id: int, client_id: int) -> Participant | None:
-        row = self._one(
-            "SELECT round_id, device_id, client_id, joined_at FROM participants "
-            "WHERE round_id = ? AND client_id = ?",
-            (round_id, client_id),
-        )
-        return None if row is None else Participant(*row)
-
-    def get_participant(self, round_id: int, device_id: str) -> Participant | None:
-        row = self._one(
-            "SELECT round_id, device_id, client_id, joined_at FROM participants "
-            "WHERE round_id = ? AND device_id = ?",
-            (round_id, device_id),
-        )
-        return None if row is None else Participant(*row)
-
-    def participants(self, round_id: int) -> list[Participant]:
-        rows = self.conn.execute(
-            "SELECT round_id, device_id, client_id, joined_at FROM participants "
-            "WHERE round_id = ? ORDER BY client_id",
-            (round_id,),
-        ).fetchall()
-        return [Participant(*r) for r in rows]
-
-    def insert_message(self, message: Message) -> None:
-        self.conn.execute(
-            "INSERT INTO messages(round_id, device_id, phase, digest, payload, blob, response, "
-            "received_at) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                message.round_id,
-                message.device_id,
-                message.phase,
-                message.digest,
-                dumps(message.payload),
-                message.blob,
-                dumps(message.response),
-                message.received_at,
-            ),
-        )
-
-    @staticmethod
-    def _message(row: tuple) -> Message:
-        return Message(
-            round_id=row[0],
-            device_id=row[1],
-            phase=row[2],
-            digest=row[3],
-            payload=json.loads(row[4]),
-            blob=None if row[5] is None else bytes(row[5]),
-            response=json.loads(row[6]),
-            received_at=row[7],
-        )
-
-    def get_message(self, round_id: int, device_id: str, phase: str) -> Message | None:
-        row = self._one(
-            "SELECT round_id, device_id, phase, digest, payload, blob, response, received_at "
-            "FROM messages WHERE round_id = ? AND device_id = ? AND phase = ?",
-            (round_id, device_id, phase),
-        )
-        return None if row is None else self._message(row)
-
-    def messages(self, round_id: int, phase: str, with_blob: bool = True) -> list[Message]:
-        blob = "blob" if with_blob else "NULL"
-        rows = self.conn.execute(
-            f"SELECT round_id, device_id, phase, digest, payload, {blob}, response, received_at "
-            "FROM messages WHERE round_id = ? AND phase = ? ORDER BY received_at, device_id",
-            (round_id, phase),
-        ).fetchall()
-        return [self._message(r) for r in rows]
-
-    def count_messages(self, round_id: int, phase: str) -> int:
-        return int(
-            self._one(
-                "SELECT COUNT(*) FROM messages WHERE round_id = ? AND phase = ?",
-                (round_id, phase),
-            )[0]
-        )
-
-    def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
-        self.conn.executemany(
-            "INSERT INTO ciphertexts(round_id, sender, recipient, ciphertext) VALUES (?,?,?,?)",
-            [(round_id, sender, int(r), ct) for r, ct in items.items()],
-        )
-
-    def ciphertexts_for(self, round_id: int, recipient: int) -> dict[int, str]:
-        rows = self.conn.execute(
-            "SELECT sender, ciphertext FROM ciphertexts WHERE round_id = ? AND recipient = ? "
-            "ORDER BY sender",
-            (round_id, recipient),
-        ).fetchall()
-        return {int(s): c for s, c in rows}
+    def _insert_returning_id(self, sql: str, params: tuple, id_column: str) -> int:
+        return int(self._execute(sql, params).lastrowid)
 
 
 class SqliteStorage(Storage):
@@ -469,14 +163,7 @@ class SqliteStorage(Storage):
                     "INSERT OR IGNORE INTO schema_version VALUES (?, ?, ?)",
                     (adopt, "recorded from PRAGMA user_version", time.time()),
                 )
-            for step in steps:
-                for stmt in step.statements("sqlite"):
-                    conn.execute(stmt)
-                conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (step.version, step.description, time.time()),
-                )
-                log.info("%s: schema version %d (%s)", self.url, step.version, step.description)
+            SqliteTransaction(conn).apply_migrations(steps, self.url)
             if steps:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {steps[-1].version}")
@@ -524,10 +211,6 @@ class SqliteStorage(Storage):
             yield SqliteTransaction(conn)
         finally:
             conn.execute("COMMIT")
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError(f"{self.url}: storage is closed")
 
     def close(self) -> None:
         if self._closed:

@@ -241,6 +241,8 @@ class Storage(ABC):
     #: (None: this open created it); see :mod:`.migrations`
     schema_version: int
     schema_found: int | None
+    #: set by :meth:`close`; see :meth:`_check_open`
+    _closed: bool = False
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
@@ -260,6 +262,11 @@ class Storage(ABC):
         default is no lock; the PostgreSQL storage holds an advisory lock.
         """
         return nullcontext()
+
+    def _check_open(self) -> None:
+        """Refuse work on a closed storage with an error that names it."""
+        if self._closed:
+            raise StorageError(f"{self.url}: storage is closed")
 
     def __enter__(self) -> Storage:
         return self

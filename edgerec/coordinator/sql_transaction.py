@@ -1,0 +1,380 @@
+"""Every query of the coordinator's storage, written once for all SQL backends.
+
+:class:`SqlTransaction` implements :class:`~.storage.Transaction` over a DB-API
+style connection whose ``execute`` returns a cursor (``sqlite3`` and
+``psycopg`` 3 both do). Queries are written with ``?`` placeholders; a backend
+subclass supplies only what really differs between databases:
+
+* :attr:`~SqlTransaction.param_marker`: the driver's placeholder (``?`` is
+  rewritten to it);
+* :attr:`~SqlTransaction.null_blob`: a NULL that stands for a blob column in a
+  select list (PostgreSQL needs its type);
+* :attr:`~SqlTransaction.dialect`: which SQL of a :class:`~.migrations.Migration`
+  to run;
+* :meth:`~SqlTransaction._insert_returning_id`: how a new row reports its id
+  (``lastrowid`` or ``RETURNING``).
+
+Transactions themselves (``BEGIN``, locks, ``COMMIT``, connections) belong to the
+backend's :class:`~.storage.Storage`; savepoints use the SQL both databases share.
+The methods follow the order of :class:`~.storage.Transaction`, one per query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .migrations import Migration
+from .storage import (
+    FINAL_STATES,
+    Device,
+    Head,
+    Message,
+    Participant,
+    Round,
+    Transaction,
+    dumps,
+)
+
+ROUND_COLUMNS = (
+    "round_id, base_version, state, params, seed, opened_at, deadline, phase_deadline, "
+    "closed_at, failure, result_version, info"
+)
+#: the round columns :meth:`SqlTransaction.update_round` may change
+UPDATABLE = {
+    "state",
+    "phase_deadline",
+    "closed_at",
+    "failure",
+    "result_version",
+    "info",
+    "deadline",
+}
+_HEAD_COLUMNS = "version, round_id, created_at, global_bias, metadata"
+_PARTICIPANT_COLUMNS = "round_id, device_id, client_id, joined_at"
+
+
+class SqlTransaction(Transaction):
+    """:class:`~.storage.Transaction` over one connection; subclasses name the dialect."""
+
+    #: the migrations dialect (see :data:`.migrations.DIALECTS`)
+    dialect: ClassVar[str]
+    #: the driver's parameter placeholder; the queries here are written with ``?``
+    param_marker: ClassVar[str] = "?"
+    #: a NULL in the type of a blob column, for a select list that leaves blobs out
+    null_blob: ClassVar[str] = "NULL"
+    #: where schema changes are logged (the backend module's logger)
+    log: ClassVar[logging.Logger]
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._depth = 0
+
+    # -- what a backend supplies -------------------------------------------------------
+    @abstractmethod
+    def _insert_returning_id(self, sql: str, params: tuple, id_column: str) -> int:
+        """Run the ``INSERT`` statement ``sql`` and return the id the database gave the row."""
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        """``sql`` with its ``?`` placeholders in the driver's style."""
+        return sql if self.param_marker == "?" else sql.replace("?", self.param_marker)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(self._sql(sql), params)
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self._execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._execute(sql, params).fetchall()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = f"sp{self._depth}"
+        self._execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self._execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
+
+    def apply_migrations(self, steps: Sequence[Migration], url: str) -> None:
+        """Run ``steps`` in this transaction, recording each in ``schema_version``.
+
+        The backend opens the transaction and creates the version table first.
+        """
+        for step in steps:
+            for stmt in step.statements(self.dialect):
+                self.conn.execute(stmt)
+            self._execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)",
+                (step.version, step.description, time.time()),
+            )
+            self.log.info("%s: schema version %d (%s)", url, step.version, step.description)
+
+    # -- row -> dataclass ---------------------------------------------------------------
+    @staticmethod
+    def _head(row: tuple | None) -> Head | None:
+        if row is None:
+            return None
+        bias = np.frombuffer(bytes(row[3]), dtype="<f4").astype(np.float32)
+        return Head(row[0], row[1], row[2], bias, json.loads(row[4]))
+
+    @staticmethod
+    def _round(row: tuple | None) -> Round | None:
+        if row is None:
+            return None
+        return Round(
+            round_id=row[0],
+            base_version=row[1],
+            state=row[2],
+            params=json.loads(row[3]),
+            seed=bytes(row[4]),
+            opened_at=row[5],
+            deadline=row[6],
+            phase_deadline=row[7],
+            closed_at=row[8],
+            failure=row[9],
+            result_version=row[10],
+            info=json.loads(row[11]),
+        )
+
+    @staticmethod
+    def _message(row: tuple) -> Message:
+        return Message(
+            round_id=row[0],
+            device_id=row[1],
+            phase=row[2],
+            digest=row[3],
+            payload=json.loads(row[4]),
+            blob=None if row[5] is None else bytes(row[5]),
+            response=json.loads(row[6]),
+            received_at=row[7],
+        )
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- devices ------------------------------------------------------------------------
+    def insert_device(self, device: Device) -> None:
+        self._execute(
+            "INSERT INTO devices(device_id, token_hash, enrolled_at, revoked) VALUES (?, ?, ?, ?)",
+            (device.device_id, device.token_hash, device.enrolled_at, int(device.revoked)),
+        )
+
+    def get_device(self, device_id: str) -> Device | None:
+        row = self._one(
+            "SELECT device_id, token_hash, enrolled_at, revoked FROM devices WHERE device_id = ?",
+            (device_id,),
+        )
+        return None if row is None else Device(row[0], bytes(row[1]), row[2], bool(row[3]))
+
+    def count_devices(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])
+
+    def device_ids_enrolled_by(self, when: float) -> list[str]:
+        rows = self._all(
+            "SELECT device_id FROM devices WHERE revoked = 0 AND enrolled_at <= ?", (when,)
+        )
+        return [r[0] for r in rows]
+
+    # -- heads --------------------------------------------------------------------------
+    def insert_head(self, head: Head) -> None:
+        bias = np.ascontiguousarray(head.global_bias, dtype="<f4")
+        self._execute(
+            f"INSERT INTO heads({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (head.version, head.round_id, head.created_at, bias.tobytes(), dumps(head.metadata)),
+        )
+
+    def latest_head(self) -> Head | None:
+        return self._head(
+            self._one(f"SELECT {_HEAD_COLUMNS} FROM heads ORDER BY version DESC LIMIT 1")
+        )
+
+    def get_head(self, version: int) -> Head | None:
+        return self._head(
+            self._one(f"SELECT {_HEAD_COLUMNS} FROM heads WHERE version = ?", (version,))
+        )
+
+    # -- rounds -------------------------------------------------------------------------
+    def insert_round(self, rnd: Round) -> int:
+        return self._insert_returning_id(
+            "INSERT INTO rounds(base_version, state, params, seed, opened_at, deadline, "
+            "phase_deadline, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rnd.base_version,
+                rnd.state,
+                dumps(rnd.params),
+                rnd.seed,
+                rnd.opened_at,
+                rnd.deadline,
+                rnd.phase_deadline,
+                dumps(rnd.info),
+            ),
+            "round_id",
+        )
+
+    def get_round(self, round_id: int) -> Round | None:
+        return self._round(
+            self._one(f"SELECT {ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (round_id,))
+        )
+
+    def round_state(self, round_id: int) -> str | None:
+        row = self._one("SELECT state FROM rounds WHERE round_id = ?", (round_id,))
+        return None if row is None else row[0]
+
+    def active_round(self) -> Round | None:
+        marks = ", ".join("?" * len(FINAL_STATES))
+        return self._round(
+            self._one(
+                f"SELECT {ROUND_COLUMNS} FROM rounds WHERE state NOT IN ({marks}) "
+                "ORDER BY round_id DESC LIMIT 1",
+                tuple(FINAL_STATES),
+            )
+        )
+
+    def latest_round(self) -> Round | None:
+        return self._round(
+            self._one(f"SELECT {ROUND_COLUMNS} FROM rounds ORDER BY round_id DESC LIMIT 1")
+        )
+
+    def list_rounds(self, limit: int = 50, state: str | None = None) -> list[Round]:
+        where, args = ("WHERE state = ?", (state,)) if state is not None else ("", ())
+        rows = self._all(
+            f"SELECT {ROUND_COLUMNS} FROM rounds {where} ORDER BY round_id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [r for r in map(self._round, rows) if r is not None]
+
+    def count_rounds(self, state: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM rounds WHERE state = ?", (state,))[0])
+
+    def update_round(self, round_id: int, expect_state: str, **changes: Any) -> bool:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update round column(s) {sorted(unknown)}")
+        if "info" in changes:
+            changes["info"] = dumps(changes["info"])
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        cur = self._execute(
+            f"UPDATE rounds SET {sets} WHERE round_id = ? AND state = ?",
+            (*changes.values(), round_id, expect_state),
+        )
+        return cur.rowcount == 1
+
+    # -- participants and messages ------------------------------------------------------
+    def add_participant(
+        self, round_id: int, device_id: str, client_id: int, now: float
+    ) -> Participant:
+        self._execute(
+            f"INSERT INTO participants({_PARTICIPANT_COLUMNS}) VALUES (?, ?, ?, ?)",
+            (round_id, device_id, client_id, now),
+        )
+        return Participant(round_id, device_id, client_id, now)
+
+    def participant_by_client(self, round_id: int, client_id: int) -> Participant | None:
+        row = self._one(
+            f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE round_id = ? AND client_id = ?",
+            (round_id, client_id),
+        )
+        return None if row is None else Participant(*row)
+
+    def get_participant(self, round_id: int, device_id: str) -> Participant | None:
+        row = self._one(
+            f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE round_id = ? AND device_id = ?",
+            (round_id, device_id),
+        )
+        return None if row is None else Participant(*row)
+
+    def participants(self, round_id: int) -> list[Participant]:
+        rows = self._all(
+            f"SELECT {_PARTICIPANT_COLUMNS} FROM participants "
+            "WHERE round_id = ? ORDER BY client_id",
+            (round_id,),
+        )
+        return [Participant(*r) for r in rows]
+
+    def insert_message(self, message: Message) -> None:
+        self._execute(
+            "INSERT INTO messages(round_id, device_id, phase, digest, payload, blob, response, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.round_id,
+                message.device_id,
+                message.phase,
+                message.digest,
+                dumps(message.payload),
+                message.blob,
+                dumps(message.response),
+                message.received_at,
+            ),
+        )
+
+    def get_message(self, round_id: int, device_id: str, phase: str) -> Message | None:
+        row = self._one(
+            "SELECT round_id, device_id, phase, digest, payload, blob, response, received_at "
+            "FROM messages WHERE round_id = ? AND device_id = ? AND phase = ?",
+            (round_id, device_id, phase),
+        )
+        return None if row is None else self._message(row)
+
+    def messages(self, round_id: int, phase: str, with_blob: bool = True) -> list[Message]:
+        blob = "blob" if with_blob else self.null_blob
+        rows = self._all(
+            f"SELECT round_id, device_id, phase, digest, payload, {blob}, response, received_at "
+            "FROM messages WHERE round_id = ? AND phase = ? ORDER BY received_at, device_id",
+            (round_id, phase),
+        )
+        return [self._message(r) for r in rows]
+
+    def count_messages(self, round_id: int, phase: str) -> int:
+        return int(
+            self._one(
+                "SELECT COUNT(*) FROM messages WHERE round_id = ? AND phase = ?",
+                (round_id, phase),
+            )[0]
+        )
+
+    def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO ciphertexts(round_id, sender, recipient, ciphertext) "
+                    "VALUES (?, ?, ?, ?)"
+                ),
+                [(round_id, sender, int(r), ct) for r, ct in items.items()],
+            )
+        finally:
+            cur.close()
+
+    def ciphertexts_for(self, round_id: int, recipient: int) -> dict[int, str]:
+        rows = self._all(
+            "SELECT sender, ciphertext FROM ciphertexts WHERE round_id = ? AND recipient = ? "
+            "ORDER BY sender",
+            (round_id, recipient),
+        )
+        return {int(s): c for s, c in rows}
