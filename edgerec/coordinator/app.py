@@ -1,10 +1,12 @@
 """The coordinator's HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``).
 
 Order of checks on every device route: body size (middleware, before reading)
--> bearer token (401) -> the path's device id is the caller's (403) -> rate
-limit (429) -> JSON (400) -> schema (422) -> round state and protocol checks in
-the engine (403/404/409/410/422). A refused request changes nothing in the
-database. Blocking work (SQLite, crypto) runs in the thread pool; a message
+-> failed-authentication limit of the address and the claimed device id (429)
+-> bearer token (401; 403 for a revoked device) -> the path's device id is the
+caller's (403) -> rate limit (429) -> JSON (400) -> schema (422) -> round state
+and protocol checks in the engine (403/404/409/410/422). A refused request
+changes nothing in the database. Every database call and all crypto run in the
+thread pool (never on the event loop, which only parses and routes); a message
 that completes its phase schedules :meth:`RoundEngine.advance` as a background
 task (after the answer is sent), and a ticker closes phases whose deadline
 passed (and opens the next round with ``--auto-round``).
@@ -33,7 +35,7 @@ from .config import RoundConfig
 from .errors import ApiError
 from .limits import BodySizeLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from .security import RateLimiter
+from .security import RateLimiter, parse_token
 from .service import Coordinator
 from .storage import Device
 
@@ -90,6 +92,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     device_limiter = RateLimiter(cfg.device_rate, cfg.device_burst)
     anon_limiter = RateLimiter(cfg.anon_rate, cfg.anon_burst)
     status_limiter = RateLimiter(cfg.anon_rate * 10, cfg.anon_burst * 10)
+    auth_fail_limiter = RateLimiter(cfg.auth_fail_rate, cfg.auth_fail_burst)
     engine = coordinator.rounds
 
     @contextlib.asynccontextmanager
@@ -135,6 +138,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     app.state.coordinator = coordinator
     app.add_middleware(BodySizeLimit, max_bytes=cfg.body_limit(coordinator.vector_length))
     metrics = app.state.metrics = Metrics(coordinator)
+    app.add_middleware(TokenRefreshHeader)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
 
     @app.exception_handler(ApiError)
@@ -161,15 +165,51 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
                 headers={"Retry-After": str(max(1, round(retry + 0.5)))},
             )
 
-    def device_of(request: Request, device_id: str | None = None) -> Device:
-        device = coordinator.devices.authenticate(request.headers.get("authorization"))
-        if device_id is not None:
-            coordinator.devices.check_owner(device, device_id)
-        limit(device.device_id, device_limiter)
-        return device
+    def host_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
 
-    def admin(request: Request) -> None:
-        coordinator.check_admin(request.headers.get("authorization"))
+    def check_auth_failures(keys: list[str]) -> None:
+        """429 while any of ``keys`` has used up its failed-authentication allowance."""
+        retry = max(auth_fail_limiter.blocked(k) for k in keys)
+        if retry > 0:
+            raise ApiError(
+                429,
+                wire.E_RATE_LIMITED,
+                "too many failed authentications; slow down",
+                headers={"Retry-After": str(max(1, round(retry + 0.5)))},
+            )
+
+    def count_auth_failure(keys: list[str], exc: ApiError) -> None:
+        if exc.status == 401:
+            for k in keys:
+                auth_fail_limiter.allow(k)
+
+    async def device_of(request: Request, device_id: str | None = None) -> Device:
+        header = request.headers.get("authorization")
+        _, _, presented = (header or "").partition(" ")
+        claimed = parse_token(presented.strip())
+        keys = [f"addr:{host_of(request)}"] + ([f"dev:{claimed}"] if claimed else [])
+        check_auth_failures(keys)
+        try:
+            auth = await run_in_threadpool(coordinator.devices.check, header)
+        except ApiError as exc:
+            count_auth_failure(keys, exc)
+            raise
+        if device_id is not None:
+            coordinator.devices.check_owner(auth.device, device_id)
+        limit(auth.device.device_id, device_limiter)
+        if auth.refresh:
+            request.state.token_refresh = auth.expires_at
+        return auth.device
+
+    async def admin(request: Request) -> None:
+        keys = [f"admin:{host_of(request)}"]
+        check_auth_failures(keys)
+        try:
+            coordinator.check_admin(request.headers.get("authorization"))
+        except ApiError as exc:
+            count_auth_failure(keys, exc)
+            raise
 
     errs = schemas.DEVICE_ERRORS
 
@@ -183,11 +223,26 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     )
     async def enroll(request: Request) -> JSONResponse:
         """Exchange an enrollment key for a device id and a bearer token."""
-        host = request.client.host if request.client else "unknown"
+        host = host_of(request)
         limit(f"addr:{host}", anon_limiter)
+        check_auth_failures([f"enroll:{host}"])
         body = await _parse(request, schemas.EnrollRequest)
-        device_id, token = await run_in_threadpool(coordinator.devices.enroll, body["enroll_key"])
+        try:
+            device_id, token = await run_in_threadpool(
+                coordinator.devices.enroll, body["enroll_key"]
+            )
+        except ApiError as exc:
+            count_auth_failure([f"enroll:{host}"], exc)
+            raise
         return JSONResponse({"device_id": device_id, "token": token}, status_code=201)
+
+    @app.post("/v1/token", tags=["devices"], responses=errs)
+    async def rotate_token(request: Request) -> dict[str, Any]:
+        """Issue a successor of this device's token. Both work until the device's first
+        request with the new one; from then on only the new one does."""
+        device = await device_of(request)
+        request.state.token_refresh = None
+        return await run_in_threadpool(coordinator.devices.rotate, device)
 
     @app.get("/v1/status", tags=["public"], responses={429: errs[429]})
     async def status(request: Request) -> dict[str, Any]:
@@ -208,20 +263,28 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         since: int | None = Query(None, ge=0, le=2**62, description="head version I have"),
     ) -> dict[str, Any]:
         """The current ``global_bias`` (base64 float32) unless ``since`` is current."""
-        device_of(request)
+        await device_of(request)
         return await run_in_threadpool(coordinator.head, since)
 
     @app.get("/v1/rounds/current", tags=["devices"], responses=errs)
     async def current_round(request: Request) -> dict[str, Any]:
         """The running (or last) round: its parameters, my selection and my progress."""
-        device = device_of(request)
-        return await run_in_threadpool(engine.device_view, device)
+        device = await device_of(request)
+        return await run_in_threadpool(view_with_privacy, device, None)
 
     @app.get("/v1/rounds/{round_id}", tags=["devices"], responses=errs)
     async def get_round(request: Request, round_id: RoundId) -> dict[str, Any]:
         """One round as :func:`current_round` shows it."""
-        device = device_of(request)
-        return await run_in_threadpool(engine.device_view, device, round_id)
+        device = await device_of(request)
+        return await run_in_threadpool(view_with_privacy, device, round_id)
+
+    def view_with_privacy(device: Device, round_id: int | None) -> dict[str, Any]:
+        """The device's view of a round; once a round it took part in is published, with
+        its own privacy ledger (``my_privacy``)."""
+        view = engine.device_view(device, round_id)
+        if view.get("state") == "done" and view.get("sent", {}).get("upload"):
+            view["my_privacy"] = coordinator.device_privacy(device.device_id)
+        return view
 
     def post_phase(path: str, phase: str, model: type[BaseModel], fn: Callable[..., Any]):
         @app.post(
@@ -235,7 +298,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         async def handler(
             request: Request, round_id: RoundId, device_id: DeviceId, background: BackgroundTasks
         ) -> dict[str, Any]:
-            device = device_of(request, device_id)
+            device = await device_of(request, device_id)
             body = await _parse(request, model)
             out = await run_in_threadpool(fn, round_id, device, body)
             if engine.take_due():  # this message may have completed its phase
@@ -255,7 +318,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         async def handler(
             request: Request, round_id: RoundId, device_id: DeviceId
         ) -> dict[str, Any]:
-            device = device_of(request, device_id)
+            device = await device_of(request, device_id)
             return await run_in_threadpool(fn, round_id, device)
 
         return handler
@@ -278,7 +341,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     )
     async def open_round(request: Request) -> JSONResponse:
         """Open a round for the current head version (admin token)."""
-        admin(request)
+        await admin(request)
         body = await _parse(request, schemas.OpenRoundRequest)
         try:
             cfg = RoundConfig.from_json(body)
@@ -293,23 +356,105 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         request: Request, limit_: int = Query(50, alias="limit", ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Recent rounds, newest first (admin token)."""
-        admin(request)
+        await admin(request)
         return await run_in_threadpool(coordinator.list_rounds, limit_)
 
     @app.post("/v1/admin/rounds/{round_id}/abort", tags=["admin"], responses=errs)
     async def abort_round(request: Request, round_id: RoundId) -> dict[str, Any]:
         """End a running round as failed; nothing is released (admin token)."""
-        admin(request)
+        await admin(request)
         rnd = await run_in_threadpool(engine.abort_round, round_id)
         return await run_in_threadpool(coordinator.round_summary, rnd)
 
     @app.post("/v1/admin/tick", tags=["admin"], responses=errs)
     async def tick(request: Request) -> dict[str, Any]:
         """Close phases that are complete or past their deadline now (admin token)."""
-        admin(request)
+        await admin(request)
         rnd = await run_in_threadpool(engine.advance)
         if rnd is None:
             return {"round": None}
         return await run_in_threadpool(coordinator.round_summary, rnd)
 
+    # ------------------------------------------------------------------ admin: fleet
+    @app.get("/v1/admin/devices", tags=["admin"], responses=errs)
+    async def list_devices(
+        request: Request, limit_: int = Query(1000, alias="limit", ge=1, le=100_000)
+    ) -> list[dict[str, Any]]:
+        """Enrolled devices with their token expiry, revocation and privacy ledger."""
+        await admin(request)
+        return await run_in_threadpool(coordinator.list_devices, limit_)
+
+    @app.get("/v1/admin/devices/{device_id}", tags=["admin"], responses=errs)
+    async def device_info(request: Request, device_id: DeviceId) -> dict[str, Any]:
+        """One device: lifecycle facts and ε spent across the rounds it took part in."""
+        await admin(request)
+        return await run_in_threadpool(coordinator.device_info, device_id)
+
+    @app.post("/v1/admin/devices/{device_id}/revoke", tags=["admin"], responses=errs)
+    async def revoke_device(request: Request, device_id: DeviceId) -> dict[str, Any]:
+        """Revoke a device: its next request is refused (403 ``device_revoked``)."""
+        await admin(request)
+        return await run_in_threadpool(coordinator.devices.revoke_device, device_id)
+
+    @app.post(
+        "/v1/admin/enroll-keys",
+        status_code=201,
+        tags=["admin"],
+        responses=errs,
+        openapi_extra=_openapi_body(schemas.NewEnrollKeyRequest),
+    )
+    async def create_enroll_key(request: Request) -> JSONResponse:
+        """A new enrollment key with an optional quota; the key is shown only here."""
+        await admin(request)
+        body = await _parse(request, schemas.NewEnrollKeyRequest)
+        key, secret = await run_in_threadpool(
+            coordinator.devices.create_enroll_key, body["label"], body["quota"]
+        )
+        from .devices import key_summary
+
+        return JSONResponse({**key_summary(key), "key": secret}, status_code=201)
+
+    @app.get("/v1/admin/enroll-keys", tags=["admin"], responses=errs)
+    async def list_enroll_keys(request: Request) -> list[dict[str, Any]]:
+        """The database's enrollment keys (ids, quotas, use; never the keys)."""
+        await admin(request)
+        return await run_in_threadpool(coordinator.devices.list_enroll_keys)
+
+    @app.post("/v1/admin/enroll-keys/{key_id}/revoke", tags=["admin"], responses=errs)
+    async def revoke_enroll_key(
+        request: Request,
+        key_id: Annotated[str, Path(min_length=1, max_length=64)],
+        revoke_devices: bool = Query(False, description="also revoke the devices it enrolled"),
+    ) -> dict[str, Any]:
+        """Revoke an enrollment key (and, optionally, every device enrolled with it)."""
+        await admin(request)
+        return await run_in_threadpool(
+            coordinator.devices.revoke_enroll_key, key_id, revoke_devices
+        )
+
     return app
+
+
+class TokenRefreshHeader:
+    """Adds ``X-Edgerec-Token-Refresh: <expiry>`` to an answer whose request carried a
+    token in its refresh window (set by the route as ``request.state.token_refresh``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                expires = scope.get("state", {}).get("token_refresh")
+                if expires is not None:
+                    headers = list(message.get("headers", []))
+                    value = f"{float(expires):.0f}".encode()
+                    headers.append((wire.TOKEN_REFRESH_HEADER.encode(), value))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -30,6 +30,8 @@ examples:
       --min-cohort 50 --deadline-s 600 --clip 1.0 --noise-multiplier 1.1 \\
       --target-epsilon 8 --delta 1e-5
   edgerec coordinator status --url http://127.0.0.1:8080 --json
+  edgerec coordinator revoke-device --db sqlite:///coordinator.db d-0123456789abcdef01234567
+  edgerec coordinator enroll-key add --db sqlite:///coordinator.db --quota 100 --label lab
 
 exit codes: 0 ok; 1 unexpected error; 2 bad input, or the coordinator refused
 (the message says why); 3 the privacy budget is exhausted (no round opened).
@@ -41,6 +43,10 @@ examples:
   edgerec coordinator serve --bundle bundles/ml100k --db sqlite:///coordinator.db \\
       --host 0.0.0.0 --port 8443 --certfile tls/cert.pem --keyfile tls/key.pem \\
       --enroll-key-file secrets/enroll.key --admin-token-file secrets/admin.token
+
+A non-loopback --host needs TLS (--certfile/--keyfile) or an explicit
+--insecure-http (e.g. behind a TLS-terminating proxy): device tokens and
+enrollment keys must not cross a network in clear text.
 
 The OpenAPI schema is served at /openapi.json (docs at /docs). State lives in the
 database only: a killed server restarts from it and finishes the running round.
@@ -108,6 +114,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tick", type=float, default=0.5, help="seconds between deadline checks")
     s.add_argument("--target-epsilon", type=float, help="default privacy budget of rounds")
     s.add_argument(
+        "--epsilon-ceiling",
+        type=float,
+        default=8.0,
+        help="most epsilon any round's budget may reach; admin requests cannot raise it",
+    )
+    s.add_argument(
+        "--token-ttl-days", type=float, default=30.0, help="lifetime of a device token"
+    )
+    s.add_argument(
+        "--token-refresh-days",
+        type=float,
+        default=7.0,
+        help="devices rotate their token in this window before it expires",
+    )
+    s.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (e.g. behind a TLS proxy)",
+    )
+    s.add_argument(
         "--auto-round",
         type=Path,
         help="JSON round settings (as for /v1/admin/rounds): open rounds one after the "
@@ -141,7 +167,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--deadline-s", type=float, default=600.0)
     o.add_argument("--phase-timeout-s", type=float)
     o.add_argument("--clip", type=float, default=1.0)
-    o.add_argument("--noise-multiplier", type=float, default=0.0)
+    o.add_argument(
+        "--noise-multiplier",
+        type=float,
+        help="z (default 1.0: differential privacy is on unless you choose otherwise)",
+    )
     o.add_argument("--target-epsilon", type=float)
     o.add_argument("--delta", type=float)
     o.add_argument("--frac-bits", type=int)
@@ -163,7 +193,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = actions.add_parser("status", help="head version, round, (ε, δ) spent")
     _target(st)
     st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--devices",
+        action="store_true",
+        help="list every device with its privacy ledger (with --url: needs the admin token)",
+    )
     st.set_defaults(handler=run_status)
+
+    rv = actions.add_parser("revoke-device", help="revoke a device (effective on its next request)")
+    _target(rv)
+    rv.add_argument("device_id")
+    rv.set_defaults(handler=run_revoke_device)
+
+    ek = actions.add_parser("enroll-key", help="enrollment keys kept in the database")
+    ek_actions = ek.add_subparsers(dest="enroll_key_command", metavar="ACTION", required=True)
+    ek_add = ek_actions.add_parser("add", help="create a key (printed once)")
+    _target(ek_add)
+    ek_add.add_argument("--quota", type=int, help="how many devices may enroll with it")
+    ek_add.add_argument("--label", default="", help="a note for operators")
+    ek_add.add_argument("--json", action="store_true")
+    ek_add.set_defaults(handler=run_enroll_key_add)
+    ek_rev = ek_actions.add_parser("revoke", help="revoke a key")
+    _target(ek_rev)
+    ek_rev.add_argument("key_id")
+    ek_rev.add_argument(
+        "--revoke-devices", action="store_true", help="also revoke the devices it enrolled"
+    )
+    ek_rev.set_defaults(handler=run_enroll_key_revoke)
+    ek_list = ek_actions.add_parser("list", help="list keys (ids, quotas, use)")
+    _target(ek_list)
+    ek_list.add_argument("--json", action="store_true")
+    ek_list.set_defaults(handler=run_enroll_key_list)
 
     a = actions.add_parser("abort-round", help="end a running round as failed")
     _target(a)
@@ -224,6 +284,9 @@ def run_serve(args: argparse.Namespace) -> int:
         anon_burst=args.anon_burst,
         tick_s=args.tick,
         default_target_epsilon=args.target_epsilon,
+        epsilon_ceiling=args.epsilon_ceiling,
+        token_ttl_s=args.token_ttl_days * 86400.0,
+        token_refresh_s=args.token_refresh_days * 86400.0,
     )
     if args.log_format == "json":
         from .logformat import use_json_logs
@@ -245,6 +308,7 @@ def run_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             http=args.http,
             log_format=args.log_format,
+            insecure_http=args.insecure_http,
         )
     )
     return 0
@@ -296,11 +360,18 @@ def run_open_round(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Handler of ``edgerec coordinator status``."""
+    devices = None
     if args.url:
         out = _http(args, "GET", "/v1/status")
+        if args.devices:
+            devices = _http(args, "GET", "/v1/admin/devices")
     else:
         with _local(args) as coordinator:
-            out = coordinator.status()
+            out = coordinator.status(ledger=True)
+            if args.devices:
+                devices = coordinator.list_devices()
+    if devices is not None:
+        out["device_ledger"] = devices
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -315,6 +386,18 @@ def run_status(args: argparse.Namespace) -> int:
         f"privacy    epsilon={'inf (no DP)' if eps is None else f'{eps:.4g}'} "
         f"delta={priv.get('delta')} over {priv['rounds']} rounds",
     ]
+    if "device_privacy" in out:
+        most = out["device_privacy"]["max_device_epsilon"]
+        lines.append(
+            f"per device {out['device_privacy']['devices_with_spend']} devices spent epsilon, "
+            f"at most {'inf (no DP)' if most is None else f'{most:.4g}'} each "
+            f"(ceiling {out.get('epsilon_ceiling')})"
+        )
+    for d in devices or []:
+        p = d["privacy"]
+        e = "inf" if p["epsilon"] is None else f"{p['epsilon']:.4g}"
+        state = "revoked" if d["revoked"] else "active"
+        lines.append(f"  {d['device_id']}  {state:7s}  epsilon={e} over {p['rounds']} rounds")
     if rnd:
         msgs = " ".join(f"{k}={v}" for k, v in rnd["messages"].items())
         lines.append(
@@ -333,6 +416,66 @@ def run_abort(args: argparse.Namespace) -> int:
         with _local(args) as coordinator:
             out = coordinator.round_summary(coordinator.rounds.abort_round(args.round))
     print(f"round {out['round']}: {out['state']} ({out.get('failure')})")
+    return 0
+
+
+def run_revoke_device(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator revoke-device``."""
+    if args.url:
+        out = _http(args, "POST", f"/v1/admin/devices/{args.device_id}/revoke")
+    else:
+        with _local(args) as coordinator:
+            out = coordinator.devices.revoke_device(args.device_id)
+    print(f"device {out['device_id']}: revoked (its next request is refused)")
+    return 0
+
+
+def run_enroll_key_add(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator enroll-key add``."""
+    if args.quota is not None and args.quota < 1:
+        raise InputError(f"--quota must be a positive integer (got {args.quota})")
+    if args.url:
+        body = {"label": args.label, "quota": args.quota}
+        out = _http(args, "POST", "/v1/admin/enroll-keys", body)
+    else:
+        from .devices import key_summary
+
+        with _local(args) as coordinator:
+            key, secret = coordinator.devices.create_enroll_key(args.label, args.quota)
+        out = {**key_summary(key), "key": secret}
+    quota = "no quota" if out["quota"] is None else f"quota {out['quota']} devices"
+    _print(out, args.json, f"enrollment key {out['key_id']} ({quota}):\n{out['key']}")
+    return 0
+
+
+def run_enroll_key_revoke(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator enroll-key revoke``."""
+    if args.url:
+        query = "?revoke_devices=true" if args.revoke_devices else ""
+        out = _http(args, "POST", f"/v1/admin/enroll-keys/{args.key_id}/revoke{query}")
+    else:
+        with _local(args) as coordinator:
+            out = coordinator.devices.revoke_enroll_key(args.key_id, args.revoke_devices)
+    print(
+        f"enrollment key {out['key_id']}: revoked"
+        + (f"; {len(out['revoked_devices'])} devices revoked" if args.revoke_devices else "")
+    )
+    return 0
+
+
+def run_enroll_key_list(args: argparse.Namespace) -> int:
+    """Handler of ``edgerec coordinator enroll-key list``."""
+    if args.url:
+        out = _http(args, "GET", "/v1/admin/enroll-keys")
+    else:
+        with _local(args) as coordinator:
+            out = coordinator.devices.list_enroll_keys()
+    lines = [
+        f"{k['key_id']}  used {k['used']}/{'-' if k['quota'] is None else k['quota']}  "
+        f"{'revoked' if k['revoked'] else 'active'}  {k['label']}"
+        for k in out
+    ]
+    _print(out, args.json, "\n".join(lines) or "no enrollment keys in the database")
     return 0
 
 

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from .fleet_sql import FleetQueries
 from .migrations import (
     MIGRATIONS,
     VERSION_TABLE,
@@ -49,7 +50,6 @@ from .migrations import (
 )
 from .storage import (
     FINAL_STATES,
-    Device,
     Head,
     Message,
     Participant,
@@ -115,8 +115,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresTransaction(Transaction):
+class PostgresTransaction(FleetQueries, Transaction):
     """:class:`Transaction` over one ``psycopg`` connection (autocommit off by hand)."""
+
+    MARK = "%s"
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -157,20 +159,6 @@ class PostgresTransaction(Transaction):
         )
 
     # -- devices ------------------------------------------------------------------------
-    def insert_device(self, device: Device) -> None:
-        self.conn.execute(
-            "INSERT INTO devices(device_id, token_hash, enrolled_at, revoked) "
-            "VALUES (%s, %s, %s, %s)",
-            (device.device_id, device.token_hash, device.enrolled_at, int(device.revoked)),
-        )
-
-    def get_device(self, device_id: str) -> Device | None:
-        row = self._one(
-            "SELECT device_id, token_hash, enrolled_at, revoked FROM devices WHERE device_id = %s",
-            (device_id,),
-        )
-        return None if row is None else Device(row[0], bytes(row[1]), row[2], bool(row[3]))
-
     def count_devices(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .fleet_sql import FleetQueries
 from .migrations import (
     LATEST,
     MIGRATIONS,
@@ -49,7 +50,6 @@ from .migrations import (
 )
 from .storage import (
     FINAL_STATES,
-    Device,
     Head,
     Message,
     Participant,
@@ -81,8 +81,10 @@ _UPDATABLE = {
 }
 
 
-class SqliteTransaction(Transaction):
+class SqliteTransaction(FleetQueries, Transaction):
     """:class:`Transaction` over one ``sqlite3`` connection."""
+
+    MARK = "?"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -120,19 +122,6 @@ class SqliteTransaction(Transaction):
         )
 
     # -- devices ------------------------------------------------------------------------
-    def insert_device(self, device: Device) -> None:
-        self.conn.execute(
-            "INSERT INTO devices(device_id, token_hash, enrolled_at, revoked) VALUES (?,?,?,?)",
-            (device.device_id, device.token_hash, device.enrolled_at, int(device.revoked)),
-        )
-
-    def get_device(self, device_id: str) -> Device | None:
-        row = self._one(
-            "SELECT device_id, token_hash, enrolled_at, revoked FROM devices WHERE device_id = ?",
-            (device_id,),
-        )
-        return None if row is None else Device(row[0], bytes(row[1]), row[2], bool(row[3]))
-
     def count_devices(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])
 
