@@ -119,9 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=8.0,
         help="most epsilon any round's budget may reach; admin requests cannot raise it",
     )
-    s.add_argument(
-        "--token-ttl-days", type=float, default=30.0, help="lifetime of a device token"
-    )
+    s.add_argument("--token-ttl-days", type=float, default=30.0, help="lifetime of a device token")
     s.add_argument(
         "--token-refresh-days",
         type=float,

@@ -233,9 +233,7 @@ class Coordinator:
         """ε spent by one device across the published rounds it took part in."""
         with self.storage.read() as tx:
             report = self.ledger.report(tx, device_id)
-        return report.get(
-            device_id, {"epsilon": 0.0, "delta": None, "rounds": 0, "round_ids": []}
-        )
+        return report.get(device_id, {"epsilon": 0.0, "delta": None, "rounds": 0, "round_ids": []})
 
     def device_info(self, device_id: str) -> dict[str, Any]:
         """A device's lifecycle facts and its privacy ledger (admin)."""
