@@ -283,6 +283,7 @@ class SyncClient:
             if stop.retry_after is not None:
                 rep.retry_after = stop.retry_after
             rep.error = stop.error or str(stop)
+            rep.status = stop.status or ("rate_limited" if stop.retry_after else "refused")
         except SyncError as exc:
             rep.error = str(exc)
             rep.status = exc.status

@@ -25,6 +25,8 @@ STATUSES = (
     "token_expired",  # the token expired: the device must enroll again
     "revoked",  # the coordinator revoked this device
     "enrollment_refused",  # the enrollment key was refused, revoked or used up
+    "refused",  # the coordinator refused a request (a 4xx the device cannot act on)
+    "server_error",  # the coordinator failed (5xx); the next sync retries
     "bad_response",  # the coordinator's answer made no sense (malformed, too large)
     "network",  # the coordinator could not be reached
     "error",  # anything else (see ``error``)
@@ -100,6 +102,7 @@ class RoundStop(Exception):
         finished: nothing more for this device to do in the round.
         error: what went wrong, if anything.
         retry_after: seconds the coordinator asked to wait (a rate limit), if it did.
+        status: the report's status word when the stop is a failure (:data:`STATUSES`).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class RoundStop(Exception):
         finished: bool = False,
         error: str | None = None,
         retry_after: float | None = None,
+        status: str | None = None,
     ):
         super().__init__(reason)
         self.finished = finished
         self.error = error
         self.retry_after = retry_after
+        self.status = status

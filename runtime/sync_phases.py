@@ -62,6 +62,7 @@ def check_response(r: Response, what: str) -> None:
             f"{what}: rate limited",
             error=f"{what}: rate limited",
             retry_after=retry_after(r),
+            status="rate_limited",
         )
     if r.status == 409 and code in wire.RETRY_LATER:
         raise RoundStop(f"{what}: {r.error_detail()}")
@@ -75,6 +76,7 @@ def check_response(r: Response, what: str) -> None:
         f"{what}: {r.status}",
         finished=r.status < 500,
         error=f"{what}: coordinator answered {r.status} {code}: {r.error_detail()}",
+        status="server_error" if r.status >= 500 else "refused",
     )
 
 
@@ -169,6 +171,8 @@ class RoundPhases:
             rep.waiting = not stop.finished and stop.error is None
             if stop.error:
                 rep.error = stop.error
+            if stop.status:
+                rep.status = stop.status
             if stop.finished:
                 log.debug("round %s: %s", view["round"], stop)
 
