@@ -70,6 +70,9 @@ class ServerProcess:
             "--admin-token-file", str(self.tmp / "admin.token"),
             "--tick", "0.2", "--device-rate", "1000", "--device-burst", "1000",
             "--anon-rate", "1000", "--anon-burst", "1000",
+            # these tests are about processes, crashes and TLS, with small, lightly
+            # noised rounds; the privacy defaults have their own tests
+            "--epsilon-ceiling", "100",
         ]  # fmt: skip
         if self.tls:
             cmd += ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
@@ -112,6 +115,8 @@ def cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def devices_for(url: str, tmp: Path, n: int, **kw) -> list[SyncClient]:
+    kw.setdefault("min_noise_multiplier", 0.0)  # small, lightly noised test rounds
+    kw.setdefault("min_cohort", 2)
     out = []
     for i in range(n):
         store = make_store(tmp / f"history-{i}.db", i)
