@@ -32,6 +32,7 @@ from edgerec.federated import wire
 
 from . import schemas
 from .config import RoundConfig
+from .devices import key_summary
 from .errors import ApiError
 from .limits import BodySizeLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -410,8 +411,6 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         key, secret = await run_in_threadpool(
             coordinator.devices.create_enroll_key, body["label"], body["quota"]
         )
-        from .devices import key_summary
-
         return JSONResponse({**key_summary(key), "key": secret}, status_code=201)
 
     @app.get("/v1/admin/enroll-keys", tags=["admin"], responses=errs)

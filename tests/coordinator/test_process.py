@@ -296,6 +296,15 @@ def test_tls_round_trip(tmp_path, http):
             httpx.get(server.url + "/v1/status", timeout=5)
         status = cli("status", "--url", server.url, "--cafile", str(cert), "--json")
         assert status.returncode == 0 and '"head_version": 1' in status.stdout
+        # the fleet commands over the admin API
+        admin = ["--url", server.url, "--cafile", str(cert),
+                 "--admin-token-file", str(tmp_path / "admin.token")]  # fmt: skip
+        ledger = cli("status", *admin, "--devices")
+        assert ledger.returncode == 0 and f"{devices[0].device_id}  active" in ledger.stdout
+        key = cli("enroll-key", "add", *admin, "--quota", "1", "--json")
+        assert key.returncode == 0 and '"quota": 1' in key.stdout
+        assert cli("revoke-device", *admin, devices[0].device_id).returncode == 0
+        assert devices[0].sync().status == "revoked"
     finally:
         server.stop()
         for d in devices:
