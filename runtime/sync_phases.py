@@ -156,6 +156,7 @@ class RoundPhases:
                 rep.round_state = view["state"]
         except FederatedError as exc:  # e.g. a neighbour's share failed authentication
             rep.finished = True
+            rep.status = "bad_response"  # what the coordinator sent or relayed is unusable
             rep.error = f"round {rep.round}: {type(exc).__name__}: {exc}"
             log.warning("sync: %s; not taking part further in this round", rep.error)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
