@@ -24,15 +24,17 @@ from fastapi import BackgroundTasks, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from edgerec import __version__
 from edgerec.federated import wire
 
 from . import schemas
+from .app_fleet import TokenRefreshHeader, add_fleet_routes
+from .bodies import openapi_body as _openapi_body
+from .bodies import parse_body as _parse
 from .config import RoundConfig
-from .devices import key_summary
 from .errors import ApiError
 from .limits import BodySizeLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -52,33 +54,6 @@ aggregated mean updates the head. Every device route needs
 `Authorization: Bearer <device token>`; admin routes need the admin token.
 See docs/federated-protocol.md.
 """
-
-
-def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """Document a request body that the handler parses itself (after authentication)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
-async def _parse(request: Request, model: type[BaseModel]) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        obj = model.model_validate_json(raw)
-    except ValidationError as exc:
-        errs = exc.errors(include_url=False, include_input=False, include_context=False)
-        if any(e.get("type") == "json_invalid" for e in errs):
-            raise ApiError(400, wire.E_MALFORMED, "request body is not valid JSON") from None
-        raise ApiError(
-            422,
-            wire.E_INVALID,
-            "request body does not match the schema",
-            errors=jsonable_encoder(errs),
-        ) from None
-    return obj.model_dump()
 
 
 def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
@@ -376,84 +351,6 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
             return {"round": None}
         return await run_in_threadpool(coordinator.round_summary, rnd)
 
-    # ------------------------------------------------------------------ admin: fleet
-    @app.get("/v1/admin/devices", tags=["admin"], responses=errs)
-    async def list_devices(
-        request: Request, limit_: int = Query(1000, alias="limit", ge=1, le=100_000)
-    ) -> list[dict[str, Any]]:
-        """Enrolled devices with their token expiry, revocation and privacy ledger."""
-        await admin(request)
-        return await run_in_threadpool(coordinator.list_devices, limit_)
-
-    @app.get("/v1/admin/devices/{device_id}", tags=["admin"], responses=errs)
-    async def device_info(request: Request, device_id: DeviceId) -> dict[str, Any]:
-        """One device: lifecycle facts and ε spent across the rounds it took part in."""
-        await admin(request)
-        return await run_in_threadpool(coordinator.device_info, device_id)
-
-    @app.post("/v1/admin/devices/{device_id}/revoke", tags=["admin"], responses=errs)
-    async def revoke_device(request: Request, device_id: DeviceId) -> dict[str, Any]:
-        """Revoke a device: its next request is refused (403 ``device_revoked``)."""
-        await admin(request)
-        return await run_in_threadpool(coordinator.devices.revoke_device, device_id)
-
-    @app.post(
-        "/v1/admin/enroll-keys",
-        status_code=201,
-        tags=["admin"],
-        responses=errs,
-        openapi_extra=_openapi_body(schemas.NewEnrollKeyRequest),
-    )
-    async def create_enroll_key(request: Request) -> JSONResponse:
-        """A new enrollment key with an optional quota; the key is shown only here."""
-        await admin(request)
-        body = await _parse(request, schemas.NewEnrollKeyRequest)
-        key, secret = await run_in_threadpool(
-            coordinator.devices.create_enroll_key, body["label"], body["quota"]
-        )
-        return JSONResponse({**key_summary(key), "key": secret}, status_code=201)
-
-    @app.get("/v1/admin/enroll-keys", tags=["admin"], responses=errs)
-    async def list_enroll_keys(request: Request) -> list[dict[str, Any]]:
-        """The database's enrollment keys (ids, quotas, use; never the keys)."""
-        await admin(request)
-        return await run_in_threadpool(coordinator.devices.list_enroll_keys)
-
-    @app.post("/v1/admin/enroll-keys/{key_id}/revoke", tags=["admin"], responses=errs)
-    async def revoke_enroll_key(
-        request: Request,
-        key_id: Annotated[str, Path(min_length=1, max_length=64)],
-        revoke_devices: bool = Query(False, description="also revoke the devices it enrolled"),
-    ) -> dict[str, Any]:
-        """Revoke an enrollment key (and, optionally, every device enrolled with it)."""
-        await admin(request)
-        return await run_in_threadpool(
-            coordinator.devices.revoke_enroll_key, key_id, revoke_devices
-        )
+    add_fleet_routes(app, coordinator, admin)
 
     return app
-
-
-class TokenRefreshHeader:
-    """Adds ``X-Edgerec-Token-Refresh: <expiry>`` to an answer whose request carried a
-    token in its refresh window (set by the route as ``request.state.token_refresh``)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                expires = scope.get("state", {}).get("token_refresh")
-                if expires is not None:
-                    headers = list(message.get("headers", []))
-                    value = f"{float(expires):.0f}".encode()
-                    headers.append((wire.TOKEN_REFRESH_HEADER.encode(), value))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
