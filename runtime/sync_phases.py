@@ -138,6 +138,7 @@ class RoundPhases:
         if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
             raise SyncError(f"round number {current!r} is not an integer", "bad_response")
         self.state.forget_other_rounds(current)
+        self._settle_ledger(current)
         if current is None:
             return
         rep.round, rep.round_state = current, str(view.get("state"))
@@ -243,6 +244,22 @@ class RoundPhases:
         r = self.session.call("GET", f"/v1/rounds/{rnd}")
         check_response(r, "reading the round")
         return r.json_object()
+
+    def _settle_ledger(self, current: int | None) -> None:
+        """Ask how the earlier rounds holding this device's update ended (a device that
+        missed the end of a round still learns whether it was published)."""
+        if self.ledger is None:
+            return
+        for rnd in self.ledger.pending_rounds():
+            if rnd == current:
+                continue
+            r = self.session.call("GET", f"/v1/rounds/{rnd}")
+            if r.status == 404:
+                self.ledger.forget(rnd)
+            elif r.status == 200:
+                view = r.json_object()
+                if view.get("state") in FINAL:
+                    self.ledger.round_ended(view)
 
     def below_floors(self, params: RoundParams) -> str | None:
         """Why a round is below this device's privacy floors (None when it is not)."""

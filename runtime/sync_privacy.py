@@ -103,6 +103,17 @@ class PrivacyLedger:
         data["epsilon_local"] = local_epsilon(published) if published else 0.0
         self.state.write_json(LEDGER, data)
 
+    def pending_rounds(self) -> list[int]:
+        """Rounds that hold this device's update but whose end it has not seen yet."""
+        rounds = self.load()["rounds"]
+        return sorted(int(r) for r, e in rounds.items() if e.get("state") == "uploaded")
+
+    def forget(self, rnd: int) -> None:
+        """Drop a round the coordinator no longer knows (another database)."""
+        data = self.load()
+        if data["rounds"].pop(str(rnd), None) is not None:
+            self.state.write_json(LEDGER, data)
+
     def summary(self) -> tuple[float | None, int]:
         """``(ε, published rounds)`` for the sync report (the larger of the
         coordinator's and the device's own figure when both are known)."""

@@ -160,3 +160,22 @@ def test_each_device_has_a_privacy_ledger(server, make_devices, capsys):
     text = capsys.readouterr().out
     assert f"{devices[0].device_id}  active   epsilon={eps:.4g} over 1 rounds" in text
     assert f"{idle.device_id}  active   epsilon=0 over 0 rounds" in text
+
+
+def test_a_device_that_missed_the_end_of_its_round_still_records_it(server, make_devices):
+    from tests.coordinator.harness import Tap
+
+    tap = Tap(server.transport, drop_after="/unmask")  # offline right after its last message
+    devices = [make_devices(1, transport=tap)[0], *make_devices(2, first=1)]
+    sync_all(devices)
+    server.open_round(cohort_target=3, min_cohort=2, noise_multiplier=1.0, delta=1e-5)
+    sync_all(devices)
+    server.coordinator.rounds.advance()
+    assert server.http.get("/v1/status").json()["round"]["state"] == "done"
+    ledger = json.loads((devices[0].state_dir / "privacy.json").read_text())
+    assert ledger["rounds"]["1"]["state"] == "uploaded"  # it never saw the round end
+    server.open_round(cohort_target=3, min_cohort=2, noise_multiplier=1.0, delta=1e-5)
+    tap.dropped, tap.drop_after = False, None  # back online
+    rep = devices[0].sync()  # sees round 2 first, then asks how round 1 ended
+    assert rep.round == 2 and rep.privacy_rounds == 1, rep
+    assert rep.privacy_epsilon == pytest.approx(compute_epsilon(1.0, 1.0, 1, 1e-5))
