@@ -78,7 +78,7 @@ def make_bundle(path: Path, num_items: int) -> Path:
 
 def prepare(db_url: str, bundle: Path, n: int, degree: int, seed: int) -> dict:
     """Run enrollment and phases 0-1 in-process; return tokens and masked messages."""
-    from edgerec.coordinator.config import RoundConfig
+    from edgerec.coordinator.config import RoundConfig, ServerConfig
     from edgerec.coordinator.security import EnrollKeys
     from edgerec.coordinator.service import Coordinator, model_from_bundle
     from edgerec.coordinator.storage import open_storage
@@ -86,7 +86,11 @@ def prepare(db_url: str, bundle: Path, n: int, degree: int, seed: int) -> dict:
     from edgerec.federated.protocol import KeysBundle, RoundParams, ShareDelivery
     from edgerec.federated.secagg import SecAggClient
 
-    co = Coordinator(open_storage(db_url), model_from_bundle(bundle), EnrollKeys([ENROLL_KEY]))
+    # a z=0 round measures the protocol alone; the default epsilon ceiling would refuse it
+    no_ceiling = ServerConfig(epsilon_ceiling=None)
+    co = Coordinator(
+        open_storage(db_url), model_from_bundle(bundle), EnrollKeys([ENROLL_KEY]), config=no_ceiling
+    )
     engine = co.rounds
     creds = [co.devices.enroll(ENROLL_KEY) for _ in range(n)]
     devices = [co.devices.authenticate(f"Bearer {tok}") for _, tok in creds]

@@ -24,4 +24,4 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v1/status', timeout=4)"]
 ENTRYPOINT ["edgerec", "coordinator"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--db", "sqlite:////var/lib/edgerec/coordinator.db"]
+CMD ["serve", "--host", "0.0.0.0", "--insecure-http", "--port", "8080", "--db", "sqlite:////var/lib/edgerec/coordinator.db"]

@@ -83,10 +83,14 @@ def main() -> int:
             break
         time.sleep(0.5)
     final = clients[0].sync()
+    declined = [r.declined for r in reports if r.declined]
+    if declined:  # the round was below the devices' privacy floors (min_noise_multiplier...)
+        print("devices sat out:", declined[0])
     print(
-        f"round {final.round}: {final.round_state}; devices hold head v{final.head_version}; "
-        f"{sum(r.selected for r in reports)} selected; {sent / len(clients) / 1024:.1f} KiB "
-        "sent per device"
+        f"round {final.round}: {final.round_state} (status {final.status}); devices hold head "
+        f"v{final.head_version}; {sum(r.selected for r in reports)} selected; "
+        f"{sent / len(clients) / 1024:.1f} KiB sent per device; device 0 has spent "
+        f"epsilon={final.privacy_epsilon} over {final.privacy_rounds} rounds"
     )
     return 0 if final.round_state == "done" else 1
 

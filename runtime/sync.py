@@ -20,6 +20,15 @@ One call does whatever is due, and returns quickly when nothing is:
    (:func:`~edgerec.federated.dp.privatize`), mask and upload, answer the unmask
    request.
 
+**Safe by default.** The device refuses rounds below its privacy floors
+(``min_noise_multiplier``, ``min_cohort``; defaults :data:`DEFAULT_MIN_NOISE_MULTIPLIER`
+and :data:`DEFAULT_MIN_COHORT`) and says so in :attr:`SyncReport.declined`; it keeps a
+privacy ledger (:mod:`~edgerec.runtime.sync_privacy`); it rotates its token when the
+coordinator asks (the new token is saved atomically before it is first used, and the
+old one keeps working until then, so a crash at any point leaves a working token);
+and ``sync()`` never raises on anything the coordinator sends: every outcome is a
+:class:`SyncReport` whose ``status`` is one word of :data:`STATUSES`.
+
 Before anything leaves the device the per-round secrets (:class:`SecAggClient` state)
 are written to ``state_dir`` (atomically, mode 0600), so an app killed mid-round
 resumes where it stopped and a retried message is byte-identical (the coordinator
@@ -43,8 +52,10 @@ library's ``urllib``. No TensorFlow, no FastAPI.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -52,15 +63,49 @@ from typing import Any
 
 import numpy as np
 
-from .sync_outcome import RoundStop, SyncError, SyncReport
+from edgerec.errors import InputError
+from edgerec.federated.errors import FederatedError
+
+from .sync_outcome import STATUSES, RoundStop, SyncError, SyncReport
 from .sync_phases import RoundPhases, check_response
+from .sync_privacy import PrivacyLedger
 from .sync_state import DeviceState
 from .sync_training import LocalUpdate, adapt_model
-from .sync_transport import CoordinatorSession, Response, open_http, token_device_id
+from .sync_transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    CoordinatorSession,
+    Response,
+    open_http,
+    token_device_id,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncClient", "SyncError", "SyncReport"]
+__all__ = [
+    "DEFAULT_MIN_COHORT",
+    "DEFAULT_MIN_NOISE_MULTIPLIER",
+    "STATUSES",
+    "SyncClient",
+    "SyncError",
+    "SyncReport",
+]
+
+#: the device's default privacy floors: it sits out rounds with less noise or a smaller
+#: minimum cohort than these (the coordinator's default round has z = 1.0)
+DEFAULT_MIN_NOISE_MULTIPLIER = 0.5
+DEFAULT_MIN_COHORT = 5
+#: what a malformed answer can raise while it is being read (turned into "bad_response")
+_BAD_ANSWER = (
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+    binascii.Error,
+    FederatedError,
+)
 
 
 class SyncClient:
@@ -86,9 +131,11 @@ class SyncClient:
             atomic renames but skips fsync: for simulations of many devices.
         min_noise_multiplier: the device's own privacy floor: it sits out rounds
             whose noise multiplier is lower (the coordinator cannot talk it into
-            sending a less noised update).
+            sending a less noised update). Default :data:`DEFAULT_MIN_NOISE_MULTIPLIER`.
         min_cohort: sit out rounds whose minimum cohort (the fewest devices the
-            coordinator may unmask together) is smaller than this.
+            coordinator may unmask together) is smaller than this. Default
+            :data:`DEFAULT_MIN_COHORT`.
+        max_response_bytes: answers larger than this are not read (``bad_response``).
         updater: a :class:`~edgerec.runtime.update.BundleUpdater`: each ``sync()``
             first checks for a new bundle (the result is :attr:`last_update`; the app
             reopens ``updater.open_recommender()`` when it says ``installed``) and
@@ -118,10 +165,19 @@ class SyncClient:
         trainer_options: Mapping[str, Any] | None = None,
         http: str = "auto",
         durable: bool = True,
-        min_noise_multiplier: float = 0.0,
-        min_cohort: int = 2,
+        min_noise_multiplier: float = DEFAULT_MIN_NOISE_MULTIPLIER,
+        min_cohort: int = DEFAULT_MIN_COHORT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         updater: Any = None,
     ) -> None:
+        if not (
+            isinstance(min_noise_multiplier, int | float)
+            and math.isfinite(min_noise_multiplier)
+            and min_noise_multiplier >= 0
+        ):
+            raise InputError(f"min_noise_multiplier must be >= 0 (got {min_noise_multiplier!r})")
+        if isinstance(min_cohort, bool) or not isinstance(min_cohort, int) or min_cohort < 2:
+            raise InputError(f"min_cohort must be an integer >= 2 (got {min_cohort!r})")
         self.updater = updater
         self.last_update: Any = None  # the updater's UpdateResult of the last sync()
         self.base_url = base_url.rstrip("/")
@@ -137,13 +193,19 @@ class SyncClient:
             trainer_options or {},
         )
         self._warned_hook = False
-        http_client = open_http(self.base_url, http, transport, verify, timeout)
+        http_client = open_http(self.base_url, http, transport, verify, timeout, max_response_bytes)
         device_id, saved_token = self._state.load_credentials()
         if token is not None:
             device_id = token_device_id(token)
         self._session = CoordinatorSession(http_client, device_id, token or saved_token)
+        self.ledger = PrivacyLedger(self._state)
         self._rounds = RoundPhases(
-            self._session, self._state, self._update, min_noise_multiplier, min_cohort
+            self._session,
+            self._state,
+            self._update,
+            min_noise_multiplier,
+            min_cohort,
+            self.ledger,
         )
         self.head_version, self.global_bias = self._state.load_head()
         if self.global_bias is not None:
@@ -173,10 +235,19 @@ class SyncClient:
         if not self.enroll_key:
             raise SyncError("no device token and no enroll_key: cannot enroll")
         r = self._call("POST", "/v1/enroll", {"enroll_key": self.enroll_key}, auth=False)
+        if r.status == 429:
+            check_response(r, "enrolling")
         if r.status != 201:
-            raise SyncError(f"enrollment refused ({r.status}): {r.error_detail()}")
-        data = r.json()
-        device_id, token = str(data["device_id"]), str(data["token"])
+            raise SyncError(
+                f"enrollment refused ({r.status} {r.error_code()}): {r.error_detail()}",
+                status="enrollment_refused" if r.status in (401, 403) else "bad_response",
+            )
+        data = r.json_object()
+        device_id, token = data.get("device_id"), data.get("token")
+        if not isinstance(token, str) or token_device_id(token) != device_id:
+            raise SyncError(
+                "enrollment answer lacks a device id and a matching token", "bad_response"
+            )
         self._session.device_id, self._session.token = device_id, token
         self._state.save_credentials(self.base_url, device_id, token)
         log.info("enrolled as %s", device_id)
@@ -195,14 +266,24 @@ class SyncClient:
         sent_before = self._session.bytes_sent
         received_before = self._session.bytes_received
         deadline = time.monotonic() + max(0.0, wait_s)
-        if self.updater is not None:  # never raises: trouble goes into its result
-            self.last_update = self.updater.update()
+        if self.updater is not None:
+            try:  # the updater reports trouble in its result; guard sync()'s promise anyway
+                self.last_update = self.updater.update()
+            except Exception as exc:  # noqa: BLE001 - sync() never raises
+                log.warning("bundle update check failed: %s", exc)
+                self.last_update = None
         try:
             if not self.token:
+                if not self.enroll_key:
+                    raise SyncError(
+                        "no device token and no enroll_key: cannot enroll", "unauthenticated"
+                    )
                 self.enroll()
             rep.device_id = self.device_id
             if self.fetch_head():
                 rep.head_updated = True
+            if self._session.refresh_requested:
+                rep.token_rotated = self.rotate_token()
             while True:
                 self._rounds.step(rep, self.head_version, self.global_bias)
                 if not rep.waiting or time.monotonic() + poll_s > deadline:
@@ -215,35 +296,89 @@ class SyncClient:
             if stop.retry_after is not None:
                 rep.retry_after = stop.retry_after
             rep.error = stop.error or str(stop)
+            rep.status = stop.status or ("rate_limited" if stop.retry_after else "refused")
         except SyncError as exc:
             rep.error = str(exc)
+            rep.status = exc.status
             log.warning("sync: %s", exc)
         except self._session.network_errors as exc:  # network
             rep.error = f"network: {exc}"
+            rep.status = "network"
             log.warning("sync: network error: %s", exc)
+        except _BAD_ANSWER as exc:  # a malformed answer the checks above did not name
+            rep.error = f"unusable answer from the coordinator ({type(exc).__name__}: {exc})"
+            rep.status = "bad_response"
+            log.warning("sync: %s", rep.error)
+        except Exception as exc:  # never raise into the app; keep the traceback in the log
+            rep.error = f"unexpected {type(exc).__name__}: {exc}"
+            rep.status = "error"
+            log.exception("sync failed unexpectedly")
         rep.head_version = self.head_version
         rep.bytes_sent = self._session.bytes_sent - sent_before
         rep.bytes_received = self._session.bytes_received - received_before
+        try:
+            rep.privacy_epsilon, rep.privacy_rounds = self.ledger.summary()
+        except SyncError as exc:  # an unreadable ledger file
+            log.warning("sync: %s", exc)
+        if rep.status == "ok":
+            rep.status = _status_of(rep)
         return rep
+
+    def rotate_token(self) -> bool:
+        """Ask for a successor token, save it, then use it (see the module docstring).
+
+        The coordinator keeps accepting the old token until the new one is first used,
+        so a lost answer or a crash before the save costs nothing: the next sync asks
+        again. Returns True when the device switched; a failure is logged, not raised
+        (the old token still works).
+        """
+        device_id = self._session.require_id()
+        try:
+            r = self._call("POST", "/v1/token")
+            check_response(r, "rotating the token")
+            data = r.json_object()
+        except (RoundStop, SyncError) as exc:
+            log.warning("token rotation postponed: %s", exc)
+            return False
+        token = data.get("token")
+        if not isinstance(token, str) or token_device_id(token) != device_id:
+            log.warning("token rotation postponed: the answer holds no token for %s", device_id)
+            return False
+        self._state.save_credentials(self.base_url, device_id, token)  # atomic, before use
+        self._session.token = token
+        self._session.refresh_requested = False
+        log.info("rotated the device token (expires at %s)", data.get("expires_at"))
+        return True
 
     def fetch_head(self) -> bool:
         """Download the head if the coordinator has a newer one; True when applied."""
         path = "/v1/head" + ("" if self.head_version is None else f"?since={self.head_version}")
         r = self._call("GET", path)
         check_response(r, "fetching the head")
-        data = r.json()
+        data = r.json_object()
         if not data.get("changed"):
             return False
-        raw = base64.b64decode(data["global_bias"], validate=True)
+        encoded, version = data.get("global_bias"), data.get("version")
+        if not isinstance(encoded, str) or type(version) is not int:
+            raise SyncError("head answer lacks global_bias or an integer version", "bad_response")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise SyncError("head answer: global_bias is not base64", "bad_response") from None
         if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
-            raise SyncError("head download corrupted (sha256 mismatch)")
+            raise SyncError("head download corrupted (sha256 mismatch)", "bad_response")
+        if len(raw) % 4:
+            raise SyncError(f"head answer: {len(raw)} bytes is not float32[]", "bad_response")
         bias = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         if bias.shape != (self.model.spec.num_items,) or not np.all(np.isfinite(bias)):
             raise SyncError(
-                f"head has {bias.size} values, the bundle has {self.model.spec.num_items} items"
+                f"head has {bias.size} values, the bundle has {self.model.spec.num_items} items",
+                "bad_response",
             )
-        version = int(data["version"])
-        self._state.save_head(version, data["sha256"], data.get("metadata", {}), bias)
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            metadata = {}
+        self._state.save_head(version, data["sha256"], metadata, bias)
         self.head_version, self.global_bias = version, bias
         self._apply_bias()
         if self.updater is not None and _same_bundle(self.updater, self.last_update):
@@ -296,3 +431,16 @@ def _same_bundle(updater: Any, last_update: Any) -> bool:
     head fetched right after a switch belongs to the old one)."""
     switched = last_update is not None and last_update.status == "installed"
     return updater.current_version() is not None and not switched
+
+
+def _status_of(rep: SyncReport) -> str:
+    """The status word of a sync that raised nothing."""
+    if rep.retry_after is not None and rep.error:
+        return "rate_limited"
+    if rep.error:
+        return "error"
+    if rep.declined:
+        return "declined"
+    if rep.waiting:
+        return "waiting"
+    return "ok"

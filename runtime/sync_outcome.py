@@ -12,11 +12,37 @@ from typing import Any
 
 from edgerec.errors import EdgerecError
 
-__all__ = ["RoundStop", "SyncError", "SyncReport"]
+__all__ = ["STATUSES", "RoundStop", "SyncError", "SyncReport"]
+
+
+#: what :attr:`SyncReport.status` can say (one word an app can log and branch on)
+STATUSES = (
+    "ok",  # did what was due (possibly nothing)
+    "waiting",  # the round needs other devices first: call sync() again later
+    "declined",  # sat out a round below this device's privacy floors (see ``declined``)
+    "rate_limited",  # the coordinator asked to wait ``retry_after`` seconds
+    "unauthenticated",  # no usable credentials, or the token was not recognised
+    "token_expired",  # the token expired: the device must enroll again
+    "revoked",  # the coordinator revoked this device
+    "enrollment_refused",  # the enrollment key was refused, revoked or used up
+    "refused",  # the coordinator refused a request (a 4xx the device cannot act on)
+    "server_error",  # the coordinator failed (5xx); the next sync retries
+    "bad_response",  # the coordinator's answer made no sense (malformed, too large)
+    "network",  # the coordinator could not be reached
+    "error",  # anything else (see ``error``)
+)
 
 
 class SyncError(EdgerecError):
-    """The sync could not proceed (no credentials, token refused, bad server answer)."""
+    """The sync could not proceed (no credentials, token refused, bad server answer).
+
+    Attributes:
+        status: the :data:`STATUSES` word a :class:`SyncReport` reports for it.
+    """
+
+    def __init__(self, message: str, status: str = "error") -> None:
+        super().__init__(message)
+        self.status = status if status in STATUSES else "error"
 
 
 @dataclass
@@ -37,6 +63,13 @@ class SyncReport:
         error: what went wrong, if anything (the state is kept for the next call).
         retry_after: seconds the coordinator asked to wait (rate limit).
         bytes_sent / bytes_received: HTTP bodies and headers of this call.
+        status: one word for the app's log (:data:`STATUSES`); never raises instead.
+        declined: why this device sat out the round (below its privacy floors).
+        token_rotated: the device switched to a fresh token during this call.
+        privacy_epsilon: ε this device has spent across the published rounds its
+            update is in, as the coordinator's accountant reports it (0 before any;
+            None: unbounded, a round without noise).
+        privacy_rounds: how many published rounds hold this device's update.
     """
 
     device_id: str | None = None
@@ -52,6 +85,11 @@ class SyncReport:
     retry_after: float | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
+    status: str = "ok"
+    declined: str | None = None
+    token_rotated: bool = False
+    privacy_epsilon: float | None = 0.0
+    privacy_rounds: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +102,7 @@ class RoundStop(Exception):
         finished: nothing more for this device to do in the round.
         error: what went wrong, if anything.
         retry_after: seconds the coordinator asked to wait (a rate limit), if it did.
+        status: the report's status word when the stop is a failure (:data:`STATUSES`).
     """
 
     def __init__(
@@ -72,8 +111,10 @@ class RoundStop(Exception):
         finished: bool = False,
         error: str | None = None,
         retry_after: float | None = None,
+        status: str | None = None,
     ):
         super().__init__(reason)
         self.finished = finished
         self.error = error
         self.retry_after = retry_after
+        self.status = status

@@ -50,12 +50,19 @@ def check_response(r: Response, what: str) -> None:
         return
     code = r.error_code()
     if r.status == 401:
-        raise SyncError(f"{what}: the coordinator refused this device's token ({r.error_detail()})")
+        status = "token_expired" if code == wire.E_TOKEN_EXPIRED else "unauthenticated"
+        raise SyncError(
+            f"{what}: the coordinator refused this device's token ({r.error_detail()})",
+            status=status,
+        )
+    if r.status == 403 and code == wire.E_DEVICE_REVOKED:
+        raise SyncError(f"{what}: this device has been revoked ({r.error_detail()})", "revoked")
     if r.status == 429:
         raise RoundStop(
             f"{what}: rate limited",
             error=f"{what}: rate limited",
-            retry_after=float(r.headers.get("retry-after", 1) or 1),
+            retry_after=retry_after(r),
+            status="rate_limited",
         )
     if r.status == 409 and code in wire.RETRY_LATER:
         raise RoundStop(f"{what}: {r.error_detail()}")
@@ -69,7 +76,17 @@ def check_response(r: Response, what: str) -> None:
         f"{what}: {r.status}",
         finished=r.status < 500,
         error=f"{what}: coordinator answered {r.status} {code}: {r.error_detail()}",
+        status="server_error" if r.status >= 500 else "refused",
     )
+
+
+def retry_after(r: Response) -> float:
+    """The answer's ``Retry-After`` in seconds (1 when missing or unreadable; at most a day)."""
+    try:
+        value = float(r.headers.get("retry-after", 1) or 1)
+    except (TypeError, ValueError):
+        return 1.0
+    return min(max(value, 0.0), 86400.0) if value == value else 1.0
 
 
 def _due(state: str, phase: str) -> None:
@@ -90,6 +107,7 @@ class RoundPhases:
         update: computes the device's private update for the upload phase.
         min_noise_multiplier: sit out rounds whose noise multiplier is lower.
         min_cohort: sit out rounds whose minimum cohort is smaller.
+        ledger: the device's privacy ledger (rounds its update went into).
     """
 
     def __init__(
@@ -99,7 +117,9 @@ class RoundPhases:
         update: LocalUpdate,
         min_noise_multiplier: float,
         min_cohort: int,
+        ledger: Any = None,
     ) -> None:
+        self.ledger = ledger
         self.session = session
         self.state = state
         self.update = update
@@ -113,14 +133,20 @@ class RoundPhases:
         in ``rep``; the device holds head ``head_version`` (``global_bias``)."""
         r = self.session.call("GET", "/v1/rounds/current")
         check_response(r, "reading the round")
-        view = r.json()
-        self.state.forget_other_rounds(view.get("round"))
-        if view.get("round") is None:
+        view = r.json_object()
+        current = view.get("round")
+        if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
+            raise SyncError(f"round number {current!r} is not an integer", "bad_response")
+        self.state.forget_other_rounds(current)
+        self._settle_ledger(current)
+        if current is None:
             return
-        rep.round, rep.round_state = view["round"], view["state"]
+        rep.round, rep.round_state = current, str(view.get("state"))
         rep.selected = bool(view.get("selected"))
-        if view["state"] in FINAL:
-            self.state.forget_round(view["round"])
+        if view.get("state") in FINAL:
+            self.state.forget_round(current)
+            if self.ledger is not None:
+                self.ledger.round_ended(view)
             rep.finished = rep.selected
             return
         if not rep.selected:
@@ -131,8 +157,15 @@ class RoundPhases:
                 rep.round_state = view["state"]
         except FederatedError as exc:  # e.g. a neighbour's share failed authentication
             rep.finished = True
+            rep.status = "bad_response"  # what the coordinator sent or relayed is unusable
             rep.error = f"round {rep.round}: {type(exc).__name__}: {exc}"
             log.warning("sync: %s; not taking part further in this round", rep.error)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise SyncError(
+                f"round {rep.round}: unusable answer from the coordinator "
+                f"({type(exc).__name__}: {exc})",
+                status="bad_response",
+            ) from None
         except RoundStop as stop:
             if stop.retry_after is not None:
                 rep.retry_after = stop.retry_after
@@ -140,6 +173,8 @@ class RoundPhases:
             rep.waiting = not stop.finished and stop.error is None
             if stop.error:
                 rep.error = stop.error
+            if stop.status:
+                rep.status = stop.status
             if stop.finished:
                 log.debug("round %s: %s", view["round"], stop)
 
@@ -163,16 +198,11 @@ class RoundPhases:
                 raise RoundStop("missed the advertise phase", finished=True)
             if params.head_version != head_version:
                 raise RoundStop("round trains another head version", finished=True)
-            if (
-                params.noise_multiplier < self.min_noise_multiplier
-                or params.min_cohort < self.min_cohort
-            ):
-                raise RoundStop(
-                    f"round below this device's privacy floor (z={params.noise_multiplier} < "
-                    f"{self.min_noise_multiplier} or min_cohort={params.min_cohort} < "
-                    f"{self.min_cohort}): sitting it out",
-                    finished=True,
-                )
+            below = self.below_floors(params)
+            if below:
+                rep.declined = f"round {rnd}: {below}"
+                log.info("sitting out round %s: %s", rnd, below)
+                raise RoundStop(f"sitting out: {below}", finished=True)
             if client is None:
                 client = SecAggClient(cid, params)
             msg = client.advertise()
@@ -199,6 +229,8 @@ class RoundPhases:
                 saved = client.masked_input(x, delivery).to_wire()
                 self.state.save_round(rnd, client)
             self._post(rnd, "masked", saved, rep, phase="upload")
+            if self.ledger is not None:
+                self.ledger.uploaded(rnd, params, view)
         elif not sent["unmask"]:
             _due(state, "unmask")
             if not view.get("survivor"):
@@ -211,7 +243,36 @@ class RoundPhases:
             raise RoundStop("all messages sent; waiting for the result")
         r = self.session.call("GET", f"/v1/rounds/{rnd}")
         check_response(r, "reading the round")
-        return r.json()
+        return r.json_object()
+
+    def _settle_ledger(self, current: int | None) -> None:
+        """Ask how the earlier rounds holding this device's update ended (a device that
+        missed the end of a round still learns whether it was published)."""
+        if self.ledger is None:
+            return
+        for rnd in self.ledger.pending_rounds():
+            if rnd == current:
+                continue
+            r = self.session.call("GET", f"/v1/rounds/{rnd}")
+            if r.status == 404:
+                self.ledger.forget(rnd)
+            elif r.status == 200:
+                view = r.json_object()
+                if view.get("state") in FINAL:
+                    self.ledger.round_ended(view)
+
+    def below_floors(self, params: RoundParams) -> str | None:
+        """Why a round is below this device's privacy floors (None when it is not)."""
+        if params.noise_multiplier < self.min_noise_multiplier:
+            return (
+                f"noise multiplier {params.noise_multiplier:g} is below this device's "
+                f"floor {self.min_noise_multiplier:g}"
+            )
+        if params.min_cohort < self.min_cohort:
+            return (
+                f"minimum cohort {params.min_cohort} is below this device's floor {self.min_cohort}"
+            )
+        return None
 
     def _get(self, rnd: int, what: str) -> Any:
         r = self.session.call("GET", wire.round_path(rnd, self.session.require_id(), what))

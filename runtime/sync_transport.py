@@ -23,6 +23,18 @@ __all__ = ["CoordinatorSession", "Response", "open_http", "token_device_id"]
 
 #: the ``http=`` choices of :func:`open_http`
 HTTP_CHOICES = ("auto", "httpx", "urllib")
+#: default cap on one answer's body: far above the largest legitimate answer (a head of
+#: a million items is about 5.3 MB of base64) and far below what would hurt a device
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+#: the token-refresh header (kept equal to ``edgerec.federated.wire.TOKEN_REFRESH_HEADER``)
+TOKEN_REFRESH_HEADER = "x-edgerec-token-refresh"
+
+
+def too_large(limit: int) -> SyncError:
+    return SyncError(
+        f"the coordinator's answer is larger than {limit} bytes; not reading it",
+        status="bad_response",
+    )
 
 
 class Response(NamedTuple):
@@ -35,21 +47,33 @@ class Response(NamedTuple):
     def json(self) -> Any:
         try:
             return json.loads(self.body)
-        except ValueError:
-            raise SyncError(f"coordinator answered {self.status} with non-JSON") from None
+        except (ValueError, RecursionError):
+            raise SyncError(
+                f"coordinator answered {self.status} with non-JSON", status="bad_response"
+            ) from None
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (a :class:`SyncError` for anything else)."""
+        data = self.json()
+        if not isinstance(data, dict):
+            raise SyncError(
+                f"coordinator answered {self.status} with JSON that is not an object",
+                status="bad_response",
+            )
+        return data
 
     def error_code(self) -> str:
         """The ``error`` code of a JSON error body ("" when there is none)."""
         try:
-            return str(json.loads(self.body).get("error", ""))
-        except (ValueError, AttributeError):
+            return str(json.loads(self.body).get("error", ""))[:100]
+        except (ValueError, AttributeError, RecursionError):
             return ""
 
     def error_detail(self) -> str:
         """The ``detail`` of a JSON error body, else the start of the raw body."""
         try:
             return str(json.loads(self.body).get("detail", ""))[:300]
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return self.body[:200].decode("utf-8", "replace")
 
 
@@ -69,8 +93,17 @@ class Http(Protocol):
 class HttpxHttp:
     """HTTP via ``httpx`` (sockets, or an in-process transport)."""
 
-    def __init__(self, base_url: str, transport: Any, verify: bool | str, timeout: float):
+    def __init__(
+        self,
+        base_url: str,
+        transport: Any,
+        verify: bool | str,
+        timeout: float,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ):
         import httpx
+
+        self.max_bytes = int(max_bytes)
 
         tls: Any = verify
         if isinstance(verify, str):  # a CA bundle path
@@ -83,8 +116,14 @@ class HttpxHttp:
     def request(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
     ) -> Response:
-        r = self.client.request(method, path, headers=headers, content=body)
-        return Response(r.status_code, r.headers, r.content)
+        with self.client.stream(method, path, headers=headers, content=body) as r:
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise too_large(self.max_bytes)
+                chunks.append(chunk)
+            return Response(r.status_code, r.headers, b"".join(chunks))
 
     def close(self) -> None:
         self.client.close()
@@ -93,7 +132,14 @@ class HttpxHttp:
 class UrllibHttp:
     """HTTP via the standard library (no extra dependency on the device)."""
 
-    def __init__(self, base_url: str, verify: bool | str, timeout: float):
+    def __init__(
+        self,
+        base_url: str,
+        verify: bool | str,
+        timeout: float,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ):
+        self.max_bytes = int(max_bytes)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.context: ssl.SSLContext | None = None
@@ -114,27 +160,46 @@ class UrllibHttp:
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as r:
-                return Response(r.status, dict(r.headers), r.read())
+                return Response(r.status, _lower(r.headers), self._read(r))
         except urllib.error.HTTPError as exc:
-            return Response(exc.code, dict(exc.headers or {}), exc.read())
+            return Response(exc.code, _lower(exc.headers or {}), self._read(exc))
+
+    def _read(self, stream: Any) -> bytes:
+        data = stream.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise too_large(self.max_bytes)
+        return data
 
     def close(self) -> None:
         pass
 
 
-def open_http(base_url: str, http: str, transport: Any, verify: bool | str, timeout: float) -> Http:
+def _lower(headers: Any) -> dict[str, str]:
+    """Header names in lower case (as httpx's headers are looked up)."""
+    return {str(k).lower(): str(v) for k, v in dict(headers).items()}
+
+
+def open_http(
+    base_url: str,
+    http: str,
+    transport: Any,
+    verify: bool | str,
+    timeout: float,
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> Http:
     """The HTTP library ``http`` names: ``"httpx"``, ``"urllib"``, or ``"auto"`` (httpx
-    if installed). An ``httpx`` ``transport`` implies httpx."""
+    if installed). An ``httpx`` ``transport`` implies httpx. Answers larger than
+    ``max_bytes`` are not read (a :class:`SyncError`)."""
     if http not in HTTP_CHOICES:
         raise InputError(f"http must be 'auto', 'httpx' or 'urllib' (got {http!r})")
     if transport is not None or http == "httpx":
-        return HttpxHttp(base_url, transport, verify, timeout)
+        return HttpxHttp(base_url, transport, verify, timeout, max_bytes)
     if http == "auto":
         try:
-            return HttpxHttp(base_url, None, verify, timeout)
+            return HttpxHttp(base_url, None, verify, timeout, max_bytes)
         except ImportError:
             pass
-    return UrllibHttp(base_url, verify, timeout)
+    return UrllibHttp(base_url, verify, timeout, max_bytes)
 
 
 def token_device_id(token: str) -> str | None:
@@ -156,6 +221,8 @@ class CoordinatorSession:
         self.token = token
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: the coordinator asked this device to rotate its token (see ``SyncClient``)
+        self.refresh_requested = False
 
     @property
     def network_errors(self) -> tuple[type[BaseException], ...]:
@@ -181,6 +248,8 @@ class CoordinatorSession:
             + len(body or b"")
         )
         self.bytes_received += len(r.body)
+        if auth and r.status < 300 and r.headers.get(TOKEN_REFRESH_HEADER):
+            self.refresh_requested = True
         return r
 
     def require_id(self) -> str:

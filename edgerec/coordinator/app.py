@@ -1,10 +1,12 @@
 """The coordinator's HTTP API (FastAPI; OpenAPI schema at ``/openapi.json``).
 
 Order of checks on every device route: body size (middleware, before reading)
--> bearer token (401) -> the path's device id is the caller's (403) -> rate
-limit (429) -> JSON (400) -> schema (422) -> round state and protocol checks in
-the engine (403/404/409/410/422). A refused request changes nothing in the
-database. Blocking work (SQLite, crypto) runs in the thread pool; a message
+-> failed-authentication limit of the address and the claimed device id (429)
+-> bearer token (401; 403 for a revoked device) -> the path's device id is the
+caller's (403) -> rate limit (429) -> JSON (400) -> schema (422) -> round state
+and protocol checks in the engine (403/404/409/410/422). A refused request
+changes nothing in the database. Every database call and all crypto run in the
+thread pool (never on the event loop, which only parses and routes); a message
 that completes its phase schedules :meth:`RoundEngine.advance` as a background
 task (after the answer is sent), and a ticker closes phases whose deadline
 passed (and opens the next round with ``--auto-round``).
@@ -22,18 +24,21 @@ from fastapi import BackgroundTasks, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from edgerec import __version__
 from edgerec.federated import wire
 
 from . import schemas
+from .app_fleet import TokenRefreshHeader, add_fleet_routes
+from .bodies import openapi_body as _openapi_body
+from .bodies import parse_body as _parse
 from .config import RoundConfig
 from .errors import ApiError
 from .limits import BodySizeLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from .security import RateLimiter
+from .security import RateLimiter, parse_token
 from .service import Coordinator
 from .storage import Device
 
@@ -51,33 +56,6 @@ See docs/federated-protocol.md.
 """
 
 
-def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """Document a request body that the handler parses itself (after authentication)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
-async def _parse(request: Request, model: type[BaseModel]) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        obj = model.model_validate_json(raw)
-    except ValidationError as exc:
-        errs = exc.errors(include_url=False, include_input=False, include_context=False)
-        if any(e.get("type") == "json_invalid" for e in errs):
-            raise ApiError(400, wire.E_MALFORMED, "request body is not valid JSON") from None
-        raise ApiError(
-            422,
-            wire.E_INVALID,
-            "request body does not match the schema",
-            errors=jsonable_encoder(errs),
-        ) from None
-    return obj.model_dump()
-
-
 def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     """Build the ASGI app around a :class:`Coordinator`.
 
@@ -90,6 +68,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     device_limiter = RateLimiter(cfg.device_rate, cfg.device_burst)
     anon_limiter = RateLimiter(cfg.anon_rate, cfg.anon_burst)
     status_limiter = RateLimiter(cfg.anon_rate * 10, cfg.anon_burst * 10)
+    auth_fail_limiter = RateLimiter(cfg.auth_fail_rate, cfg.auth_fail_burst)
     engine = coordinator.rounds
 
     @contextlib.asynccontextmanager
@@ -135,6 +114,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     app.state.coordinator = coordinator
     app.add_middleware(BodySizeLimit, max_bytes=cfg.body_limit(coordinator.vector_length))
     metrics = app.state.metrics = Metrics(coordinator)
+    app.add_middleware(TokenRefreshHeader)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
 
     @app.exception_handler(ApiError)
@@ -161,15 +141,51 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
                 headers={"Retry-After": str(max(1, round(retry + 0.5)))},
             )
 
-    def device_of(request: Request, device_id: str | None = None) -> Device:
-        device = coordinator.devices.authenticate(request.headers.get("authorization"))
-        if device_id is not None:
-            coordinator.devices.check_owner(device, device_id)
-        limit(device.device_id, device_limiter)
-        return device
+    def host_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
 
-    def admin(request: Request) -> None:
-        coordinator.check_admin(request.headers.get("authorization"))
+    def check_auth_failures(keys: list[str]) -> None:
+        """429 while any of ``keys`` has used up its failed-authentication allowance."""
+        retry = max(auth_fail_limiter.blocked(k) for k in keys)
+        if retry > 0:
+            raise ApiError(
+                429,
+                wire.E_RATE_LIMITED,
+                "too many failed authentications; slow down",
+                headers={"Retry-After": str(max(1, round(retry + 0.5)))},
+            )
+
+    def count_auth_failure(keys: list[str], exc: ApiError) -> None:
+        if exc.status == 401:
+            for k in keys:
+                auth_fail_limiter.allow(k)
+
+    async def device_of(request: Request, device_id: str | None = None) -> Device:
+        header = request.headers.get("authorization")
+        _, _, presented = (header or "").partition(" ")
+        claimed = parse_token(presented.strip())
+        keys = [f"addr:{host_of(request)}"] + ([f"dev:{claimed}"] if claimed else [])
+        check_auth_failures(keys)
+        try:
+            auth = await run_in_threadpool(coordinator.devices.check, header)
+        except ApiError as exc:
+            count_auth_failure(keys, exc)
+            raise
+        if device_id is not None:
+            coordinator.devices.check_owner(auth.device, device_id)
+        limit(auth.device.device_id, device_limiter)
+        if auth.refresh:
+            request.state.token_refresh = auth.expires_at
+        return auth.device
+
+    async def admin(request: Request) -> None:
+        keys = [f"admin:{host_of(request)}"]
+        check_auth_failures(keys)
+        try:
+            coordinator.check_admin(request.headers.get("authorization"))
+        except ApiError as exc:
+            count_auth_failure(keys, exc)
+            raise
 
     errs = schemas.DEVICE_ERRORS
 
@@ -183,11 +199,26 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     )
     async def enroll(request: Request) -> JSONResponse:
         """Exchange an enrollment key for a device id and a bearer token."""
-        host = request.client.host if request.client else "unknown"
+        host = host_of(request)
         limit(f"addr:{host}", anon_limiter)
+        check_auth_failures([f"enroll:{host}"])
         body = await _parse(request, schemas.EnrollRequest)
-        device_id, token = await run_in_threadpool(coordinator.devices.enroll, body["enroll_key"])
+        try:
+            device_id, token = await run_in_threadpool(
+                coordinator.devices.enroll, body["enroll_key"]
+            )
+        except ApiError as exc:
+            count_auth_failure([f"enroll:{host}"], exc)
+            raise
         return JSONResponse({"device_id": device_id, "token": token}, status_code=201)
+
+    @app.post("/v1/token", tags=["devices"], responses=errs)
+    async def rotate_token(request: Request) -> dict[str, Any]:
+        """Issue a successor of this device's token. Both work until the device's first
+        request with the new one; from then on only the new one does."""
+        device = await device_of(request)
+        request.state.token_refresh = None
+        return await run_in_threadpool(coordinator.devices.rotate, device)
 
     @app.get("/v1/status", tags=["public"], responses={429: errs[429]})
     async def status(request: Request) -> dict[str, Any]:
@@ -208,20 +239,28 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         since: int | None = Query(None, ge=0, le=2**62, description="head version I have"),
     ) -> dict[str, Any]:
         """The current ``global_bias`` (base64 float32) unless ``since`` is current."""
-        device_of(request)
+        await device_of(request)
         return await run_in_threadpool(coordinator.head, since)
 
     @app.get("/v1/rounds/current", tags=["devices"], responses=errs)
     async def current_round(request: Request) -> dict[str, Any]:
         """The running (or last) round: its parameters, my selection and my progress."""
-        device = device_of(request)
-        return await run_in_threadpool(engine.device_view, device)
+        device = await device_of(request)
+        return await run_in_threadpool(view_with_privacy, device, None)
 
     @app.get("/v1/rounds/{round_id}", tags=["devices"], responses=errs)
     async def get_round(request: Request, round_id: RoundId) -> dict[str, Any]:
         """One round as :func:`current_round` shows it."""
-        device = device_of(request)
-        return await run_in_threadpool(engine.device_view, device, round_id)
+        device = await device_of(request)
+        return await run_in_threadpool(view_with_privacy, device, round_id)
+
+    def view_with_privacy(device: Device, round_id: int | None) -> dict[str, Any]:
+        """The device's view of a round; once a round it took part in is published, with
+        its own privacy ledger (``my_privacy``)."""
+        view = engine.device_view(device, round_id)
+        if view.get("state") == "done" and view.get("sent", {}).get("upload"):
+            view["my_privacy"] = coordinator.device_privacy(device.device_id)
+        return view
 
     def post_phase(path: str, phase: str, model: type[BaseModel], fn: Callable[..., Any]):
         @app.post(
@@ -235,7 +274,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         async def handler(
             request: Request, round_id: RoundId, device_id: DeviceId, background: BackgroundTasks
         ) -> dict[str, Any]:
-            device = device_of(request, device_id)
+            device = await device_of(request, device_id)
             body = await _parse(request, model)
             out = await run_in_threadpool(fn, round_id, device, body)
             if engine.take_due():  # this message may have completed its phase
@@ -255,7 +294,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         async def handler(
             request: Request, round_id: RoundId, device_id: DeviceId
         ) -> dict[str, Any]:
-            device = device_of(request, device_id)
+            device = await device_of(request, device_id)
             return await run_in_threadpool(fn, round_id, device)
 
         return handler
@@ -278,7 +317,7 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
     )
     async def open_round(request: Request) -> JSONResponse:
         """Open a round for the current head version (admin token)."""
-        admin(request)
+        await admin(request)
         body = await _parse(request, schemas.OpenRoundRequest)
         try:
             cfg = RoundConfig.from_json(body)
@@ -293,23 +332,25 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         request: Request, limit_: int = Query(50, alias="limit", ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Recent rounds, newest first (admin token)."""
-        admin(request)
+        await admin(request)
         return await run_in_threadpool(coordinator.list_rounds, limit_)
 
     @app.post("/v1/admin/rounds/{round_id}/abort", tags=["admin"], responses=errs)
     async def abort_round(request: Request, round_id: RoundId) -> dict[str, Any]:
         """End a running round as failed; nothing is released (admin token)."""
-        admin(request)
+        await admin(request)
         rnd = await run_in_threadpool(engine.abort_round, round_id)
         return await run_in_threadpool(coordinator.round_summary, rnd)
 
     @app.post("/v1/admin/tick", tags=["admin"], responses=errs)
     async def tick(request: Request) -> dict[str, Any]:
         """Close phases that are complete or past their deadline now (admin token)."""
-        admin(request)
+        await admin(request)
         rnd = await run_in_threadpool(engine.advance)
         if rnd is None:
             return {"round": None}
         return await run_in_threadpool(coordinator.round_summary, rnd)
+
+    add_fleet_routes(app, coordinator, admin)
 
     return app

@@ -30,6 +30,8 @@ examples:
       --min-cohort 50 --deadline-s 600 --clip 1.0 --noise-multiplier 1.1 \\
       --target-epsilon 8 --delta 1e-5
   edgerec coordinator status --url http://127.0.0.1:8080 --json
+  edgerec coordinator revoke-device --db sqlite:///coordinator.db d-0123456789abcdef01234567
+  edgerec coordinator enroll-key add --db sqlite:///coordinator.db --quota 100 --label lab
 
 exit codes: 0 ok; 1 unexpected error; 2 bad input, or the coordinator refused
 (the message says why); 3 the privacy budget is exhausted (no round opened).
@@ -41,6 +43,10 @@ examples:
   edgerec coordinator serve --bundle bundles/ml100k --db sqlite:///coordinator.db \\
       --host 0.0.0.0 --port 8443 --certfile tls/cert.pem --keyfile tls/key.pem \\
       --enroll-key-file secrets/enroll.key --admin-token-file secrets/admin.token
+
+A non-loopback --host needs TLS (--certfile/--keyfile) or an explicit
+--insecure-http (e.g. behind a TLS-terminating proxy): device tokens and
+enrollment keys must not cross a network in clear text.
 
 The OpenAPI schema is served at /openapi.json (docs at /docs). State lives in the
 database only: a killed server restarts from it and finishes the running round.
@@ -108,6 +114,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tick", type=float, default=0.5, help="seconds between deadline checks")
     s.add_argument("--target-epsilon", type=float, help="default privacy budget of rounds")
     s.add_argument(
+        "--epsilon-ceiling",
+        type=float,
+        default=8.0,
+        help="most epsilon any round's budget may reach; admin requests cannot raise it",
+    )
+    s.add_argument("--token-ttl-days", type=float, default=30.0, help="lifetime of a device token")
+    s.add_argument(
+        "--token-refresh-days",
+        type=float,
+        default=7.0,
+        help="devices rotate their token in this window before it expires",
+    )
+    s.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (e.g. behind a TLS proxy)",
+    )
+    s.add_argument(
         "--auto-round",
         type=Path,
         help="JSON round settings (as for /v1/admin/rounds): open rounds one after the "
@@ -141,7 +165,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--deadline-s", type=float, default=600.0)
     o.add_argument("--phase-timeout-s", type=float)
     o.add_argument("--clip", type=float, default=1.0)
-    o.add_argument("--noise-multiplier", type=float, default=0.0)
+    o.add_argument(
+        "--noise-multiplier",
+        type=float,
+        help="z (default 1.0: differential privacy is on unless you choose otherwise)",
+    )
     o.add_argument("--target-epsilon", type=float)
     o.add_argument("--delta", type=float)
     o.add_argument("--frac-bits", type=int)
@@ -163,7 +191,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = actions.add_parser("status", help="head version, round, (ε, δ) spent")
     _target(st)
     st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--devices",
+        action="store_true",
+        help="list every device with its privacy ledger (with --url: needs the admin token)",
+    )
     st.set_defaults(handler=run_status)
+
+    from .cli_fleet import register_fleet
+
+    register_fleet(actions)
 
     a = actions.add_parser("abort-round", help="end a running round as failed")
     _target(a)
@@ -224,6 +261,9 @@ def run_serve(args: argparse.Namespace) -> int:
         anon_burst=args.anon_burst,
         tick_s=args.tick,
         default_target_epsilon=args.target_epsilon,
+        epsilon_ceiling=args.epsilon_ceiling,
+        token_ttl_s=args.token_ttl_days * 86400.0,
+        token_refresh_s=args.token_refresh_days * 86400.0,
     )
     if args.log_format == "json":
         from .logformat import use_json_logs
@@ -245,6 +285,7 @@ def run_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             http=args.http,
             log_format=args.log_format,
+            insecure_http=args.insecure_http,
         )
     )
     return 0
@@ -296,11 +337,18 @@ def run_open_round(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Handler of ``edgerec coordinator status``."""
+    devices = None
     if args.url:
         out = _http(args, "GET", "/v1/status")
+        if args.devices:
+            devices = _http(args, "GET", "/v1/admin/devices")
     else:
         with _local(args) as coordinator:
-            out = coordinator.status()
+            out = coordinator.status(ledger=True)
+            if args.devices:
+                devices = coordinator.list_devices()
+    if devices is not None:
+        out["device_ledger"] = devices
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -315,6 +363,18 @@ def run_status(args: argparse.Namespace) -> int:
         f"privacy    epsilon={'inf (no DP)' if eps is None else f'{eps:.4g}'} "
         f"delta={priv.get('delta')} over {priv['rounds']} rounds",
     ]
+    if "device_privacy" in out:
+        most = out["device_privacy"]["max_device_epsilon"]
+        lines.append(
+            f"per device {out['device_privacy']['devices_with_spend']} devices spent epsilon, "
+            f"at most {'inf (no DP)' if most is None else f'{most:.4g}'} each "
+            f"(ceiling {out.get('epsilon_ceiling')})"
+        )
+    for d in devices or []:
+        p = d["privacy"]
+        e = "inf" if p["epsilon"] is None else f"{p['epsilon']:.4g}"
+        state = "revoked" if d["revoked"] else "active"
+        lines.append(f"  {d['device_id']}  {state:7s}  epsilon={e} over {p['rounds']} rounds")
     if rnd:
         msgs = " ".join(f"{k}={v}" for k, v in rnd["messages"].items())
         lines.append(

@@ -15,6 +15,10 @@ from edgerec.federated.sampling import DEFAULT_CAP_TAIL
 MIN_BODY_BYTES = 128 * 1024
 #: largest SecAgg+ neighbour degree a round may use (bounds the share messages)
 MAX_DEGREE = 256
+#: noise multiplier of a round opened without one: differential privacy is on by default
+DEFAULT_NOISE_MULTIPLIER = 1.0
+#: the coordinator's default ε ceiling: no round opens whose budget would exceed it
+DEFAULT_EPSILON_CEILING = 8.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,10 @@ class RoundConfig:
         phase_timeout_s: longest wait of one phase (default ``deadline_s / 4``); the
             unmask phase gets this long after the upload deadline.
         clip: L2 clipping bound ``C`` of each device's update.
-        noise_multiplier: ``z`` (0 = no differential privacy).
-        target_epsilon: privacy budget; no round opens that would exceed it.
+        noise_multiplier: ``z`` (default :data:`DEFAULT_NOISE_MULTIPLIER`; 0 = no
+            differential privacy, which an ε ceiling refuses).
+        target_epsilon: privacy budget; no round opens that would exceed it (nor the
+            server's ``epsilon_ceiling``).
         delta: δ of the (ε, δ) guarantee (default ``min(1e-5, 1 / population)``).
         frac_bits: fixed-point fractional bits (default: the most that cannot overflow).
         neighbour_degree: SecAgg+ degree ``k`` (default: from ``dropout``).
@@ -51,7 +57,7 @@ class RoundConfig:
     deadline_s: float = 600.0
     phase_timeout_s: float | None = None
     clip: float = 1.0
-    noise_multiplier: float = 0.0
+    noise_multiplier: float | None = None
     target_epsilon: float | None = None
     delta: float | None = None
     frac_bits: int | None = None
@@ -67,6 +73,8 @@ class RoundConfig:
             if not ok:
                 raise InputError(f"round config: {what}")
 
+        if self.noise_multiplier is None:  # DP on by default
+            object.__setattr__(self, "noise_multiplier", DEFAULT_NOISE_MULTIPLIER)
         need(_int(self.cohort_target) and self.cohort_target >= 2, "cohort_target must be >= 2")
         need(
             _int(self.min_cohort) and 2 <= self.min_cohort <= self.cohort_target,
@@ -145,6 +153,15 @@ class ServerConfig:
         auto_round: open rounds with these settings one after the other (``serve
             --auto-round ROUND.json``), until the privacy budget is spent.
         round_interval_s: pause between the end of a round and the next auto round.
+        epsilon_ceiling: the most ε any round's budget may reach (default
+            :data:`DEFAULT_EPSILON_CEILING`); a request for more is refused with 422
+            and rounds without a budget get this one. Only the operator's config sets
+            it, never an admin request. None: no ceiling (simulations, benchmarks).
+        token_ttl_s: lifetime of a device token.
+        token_refresh_s: window before expiry in which devices rotate their token.
+        auth_fail_rate: failed authentications per second allowed per client address
+            and per claimed device id, after ``auth_fail_burst`` (then 429).
+        auth_fail_burst: failed authentications allowed at once.
         audit_shares: check every unmask share against the reconstructed polynomial and
             name the devices that sent bad ones (``misbehaving`` in the round summary);
             about 2 ms per secret at t = 21. Off: bad shares are only noticed when they
@@ -162,6 +179,29 @@ class ServerConfig:
     auto_round: RoundConfig | None = None
     round_interval_s: float = 0.0
     audit_shares: bool = True
+    epsilon_ceiling: float | None = DEFAULT_EPSILON_CEILING
+    token_ttl_s: float = 30 * 86400.0
+    token_refresh_s: float = 7 * 86400.0
+    auth_fail_rate: float = 0.2
+    auth_fail_burst: int = 10
+
+    def __post_init__(self) -> None:
+        ceiling = self.epsilon_ceiling
+        if ceiling is not None and not _pos(ceiling):
+            raise InputError(f"server config: epsilon_ceiling must be > 0 (got {ceiling})")
+        target = self.default_target_epsilon
+        if target is not None and ceiling is not None and target > ceiling:
+            raise InputError(
+                f"server config: default target epsilon {target} exceeds the epsilon "
+                f"ceiling {ceiling}"
+            )
+        if not (_pos(self.token_ttl_s) and _pos(self.token_refresh_s)):
+            raise InputError("server config: token_ttl_s and token_refresh_s must be > 0")
+        if self.token_refresh_s >= self.token_ttl_s:
+            raise InputError(
+                "server config: token_refresh_s must be shorter than token_ttl_s "
+                f"({self.token_refresh_s} >= {self.token_ttl_s})"
+            )
 
     def body_limit(self, vector_length: int) -> int:
         """The request-body limit for a model whose update has ``vector_length`` values."""

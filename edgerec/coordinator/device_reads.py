@@ -66,6 +66,8 @@ class DeviceReads:
             "survivor": (part is not None and part.client_id in rnd.info.get("survivors", ())),
             "params": rnd.params["secagg"],
             "training": rnd.params.get("training", {}),
+            "sampling_rate": rnd.params.get("sampling_rate"),
+            "delta": rnd.params.get("delta"),
             "result_version": rnd.result_version,
             "failure": rnd.failure,
         }

@@ -51,6 +51,11 @@ def unauthenticated(detail: str = "missing or invalid bearer token") -> ApiError
     )
 
 
+def unauthenticated_as(code: str, detail: str) -> ApiError:
+    """A 401 with a more specific code than ``unauthenticated`` (e.g. ``token_expired``)."""
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": 'Bearer realm="edgerec"'})
+
+
 def forbidden(detail: str, code: str = wire.E_FORBIDDEN) -> ApiError:
     return ApiError(403, code, detail)
 

@@ -172,9 +172,56 @@ CREATE TABLE ciphertexts (
 );
 """
 
+# Version 2: fleet lifecycle. Tokens expire and rotate (``token_issued_at``; a pending
+# successor in ``next_token_*`` until the device first uses it), revocation is dated,
+# and enrollment keys live in the database with a quota. Tokens of a version-1
+# database count as issued when it was migrated, so an upgrade locks no device out.
+_V2_SQLITE = """
+ALTER TABLE devices ADD COLUMN token_issued_at REAL;
+ALTER TABLE devices ADD COLUMN next_token_hash BLOB;
+ALTER TABLE devices ADD COLUMN next_token_issued_at REAL;
+ALTER TABLE devices ADD COLUMN revoked_at REAL;
+ALTER TABLE devices ADD COLUMN enroll_key_id TEXT;
+UPDATE devices SET token_issued_at = CAST(strftime('%s', 'now') AS REAL);
+CREATE TABLE enroll_keys (
+    key_id TEXT PRIMARY KEY,
+    key_hash BLOB NOT NULL UNIQUE,
+    label TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    quota INTEGER,
+    used INTEGER NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revoked_at REAL
+);
+"""
+
+_V2_POSTGRES = """
+ALTER TABLE devices ADD COLUMN token_issued_at DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN next_token_hash BYTEA;
+ALTER TABLE devices ADD COLUMN next_token_issued_at DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN revoked_at DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN enroll_key_id TEXT COLLATE "C";
+UPDATE devices SET token_issued_at = EXTRACT(EPOCH FROM now());
+CREATE TABLE enroll_keys (
+    key_id TEXT COLLATE "C" PRIMARY KEY,
+    key_hash BYTEA NOT NULL UNIQUE,
+    label TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL,
+    quota BIGINT,
+    used BIGINT NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revoked_at DOUBLE PRECISION
+);
+"""
+
 #: every step, in order; the last one's version is the schema this edgerec writes
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", {"sqlite": _V1_SQLITE, "postgres": _V1_POSTGRES}),
+    Migration(
+        2,
+        "fleet lifecycle: token rotation, dated revocation, enrollment keys with quotas",
+        {"sqlite": _V2_SQLITE, "postgres": _V2_POSTGRES},
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -63,3 +63,72 @@ def finite_or_none(x: float) -> float | None:
 def format_epsilon(x: float) -> str:
     """ε for messages and logs (``inf`` without noise)."""
     return f"{x:.4g}" if math.isfinite(x) else "inf"
+
+
+class DeviceLedger:
+    """ε spent by each device: the accountant over the published rounds whose sum holds
+    that device's update (it uploaded and the round released a head), each with its
+    own noise multiplier and sampling rate, at the smallest δ among them.
+
+    This is the privacy loss of the releases that carry the device's data; the
+    sampling amplification it includes rests on the sample being secret from everyone
+    but the device. Results are cached per round history (devices that took part in
+    the same rounds share one computation).
+    """
+
+    def __init__(self, max_cached: int = 4096) -> None:
+        self._cache: dict[tuple, float] = {}
+        self._max = max_cached
+
+    def epsilon(self, rounds: list[tuple[float, float, float]]) -> float:
+        """ε of ``[(z, q, δ), ...]`` (0 for no rounds; inf when any z is 0)."""
+        if not rounds:
+            return 0.0
+        key = tuple(sorted(rounds))
+        if key not in self._cache:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            delta = min(d for _, _, d in rounds)
+            history = [(z, q, 1) for z, q, _ in rounds]
+            z0, q0, _ = rounds[0]
+            self._cache[key] = DpAccountant(z0, q0, delta, history).epsilon
+        return self._cache[key]
+
+    def report(self, tx: Transaction, device_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """``{device_id: {"epsilon", "delta", "rounds", "round_ids"}}`` for every device
+        with a published round (only ``device_id`` when given)."""
+        per_device: dict[str, list[int]] = {}
+        for dev, rnd in tx.participation(device_id):
+            per_device.setdefault(dev, []).append(rnd)
+        params: dict[int, tuple[float, float, float]] = {}
+        out: dict[str, dict[str, Any]] = {}
+        for dev, round_ids in per_device.items():
+            for rid in round_ids:
+                if rid not in params:
+                    rnd = tx.get_round(rid)
+                    assert rnd is not None
+                    p = rnd.params
+                    params[rid] = (
+                        float(p["secagg"]["noise_multiplier"]),
+                        float(p["sampling_rate"]),
+                        float(p.get("delta") or 1e-5),
+                    )
+            rounds = [params[r] for r in round_ids]
+            out[dev] = {
+                "epsilon": finite_or_none(self.epsilon(rounds)),
+                "delta": min(d for _, _, d in rounds),
+                "rounds": len(round_ids),
+                "round_ids": round_ids,
+            }
+        return out
+
+
+def ledger_summary(report: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fleet-wide view of a :meth:`DeviceLedger.report`: how many devices spent
+    anything, and the largest ε any one device spent (None: unbounded, a round without
+    noise)."""
+    eps = [r["epsilon"] for r in report.values()]
+    return {
+        "devices_with_spend": len(report),
+        "max_device_epsilon": None if None in eps else (max(eps) if eps else 0.0),
+    }

@@ -170,7 +170,7 @@ class RoundOpener:
         privacy budget or whose cohort bounds would cost too much δ."""
         q = min(1.0, cfg.cohort_target / population)
         delta = cfg.delta or self.config.default_delta or min(1e-5, 1.0 / population)
-        target = cfg.target_epsilon or self.config.default_target_epsilon
+        target = _budget(cfg, self.config)
         acc = accountant_for(tx, cfg.noise_multiplier, q, delta)
         eps_after = acc.epsilon_after(1)
         if target is not None and not eps_after <= target:
@@ -179,7 +179,8 @@ class RoundOpener:
                 f"privacy budget exhausted: one more round (z={cfg.noise_multiplier}, "
                 f"q={q:.4g}) would spend epsilon={format_epsilon(eps_after)} > target "
                 f"{target} at delta={delta:g} (spent so far: {format_epsilon(spent)} over "
-                f"{acc.rounds} rounds)",
+                f"{acc.rounds} rounds; this coordinator's epsilon ceiling is "
+                f"{self.config.epsilon_ceiling})",
                 code=wire.E_BUDGET,
                 epsilon=finite_or_none(spent),
                 epsilon_after=finite_or_none(eps_after),
@@ -199,6 +200,23 @@ class RoundOpener:
                 field="min_cohort",
             )
         return SamplingPlan(population, q, delta, target, eps_after, bound, tail)
+
+
+def _budget(cfg: RoundConfig, config: ServerConfig) -> float | None:
+    """The round's ε budget: asked for, else the server's default, never above the
+    server's ceiling (a request for more is refused: the ceiling is not negotiable)."""
+    ceiling = config.epsilon_ceiling
+    if ceiling is not None and cfg.target_epsilon is not None and cfg.target_epsilon > ceiling:
+        raise errors.invalid(
+            f"target_epsilon {cfg.target_epsilon} exceeds this coordinator's epsilon "
+            f"ceiling {ceiling} (set in the server's configuration; no request can raise it)",
+            field="target_epsilon",
+            epsilon_ceiling=ceiling,
+        )
+    target = cfg.target_epsilon or config.default_target_epsilon
+    if ceiling is not None:
+        target = ceiling if target is None else min(target, ceiling)
+    return target
 
 
 def _stored_params(

@@ -108,7 +108,7 @@ class OpenRoundRequest(Strict):
     deadline_s: float = Field(600.0, gt=0, le=7 * 86400)
     phase_timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     clip: float = Field(1.0, gt=0, le=1e6)
-    noise_multiplier: float = Field(0.0, ge=0, le=1e6)
+    noise_multiplier: float | None = Field(None, ge=0, le=1e6)
     target_epsilon: float | None = Field(None, gt=0, le=1e6)
     delta: float | None = Field(None, gt=0, lt=1)
     frac_bits: int | None = Field(None, ge=0, le=30)
@@ -118,6 +118,13 @@ class OpenRoundRequest(Strict):
     server_lr: float = Field(1.0, gt=0, le=1e6)
     training: dict[str, float | int | str | bool] = Field(default_factory=dict, max_length=32)
     cohort_tail: float = Field(1e-12, gt=0, lt=0.5)
+
+
+class NewEnrollKeyRequest(Strict):
+    """A new database enrollment key: an optional label and quota (devices it may enroll)."""
+
+    label: str = Field("", max_length=200)
+    quota: int | None = Field(None, ge=1, le=10**9)
 
 
 class ErrorBody(BaseModel):

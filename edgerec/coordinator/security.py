@@ -14,7 +14,12 @@ in ``--enroll-key-file``); they are kept as SHA-256 digests and compared in
 constant time against every configured key.
 
 **Rate limits** are token buckets kept in memory, one per device (and one per
-client address for unauthenticated routes such as enrollment). They reset when
+client address for unauthenticated routes such as enrollment). Failed
+authentication (a wrong device token, enrollment key or admin token) draws from a
+second, much smaller bucket per client address and per claimed device id; while
+either is empty the request is refused with 429 and ``Retry-After`` before any
+database work. A flood of bad tokens naming a real device id can hold that device
+off only until its bucket refills (the device honours ``Retry-After``). They reset when
 the process restarts and are per process: the coordinator runs as one process.
 """
 
@@ -132,6 +137,16 @@ class RateLimiter:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def blocked(self, key: str) -> float:
+        """Seconds until ``key`` has a token again (0: it has one now); takes nothing."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def allow(self, key: str) -> tuple[bool, float]:
         """Take one token for ``key``: ``(allowed, seconds until the next token)``."""

@@ -42,6 +42,31 @@ class ServeOptions:
     access_log: bool = False
     http: str = "auto"
     log_format: str = "text"
+    insecure_http: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (``localhost``, 127/8, ::1)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(opts: ServeOptions) -> None:
+    """Refuse plain HTTP on a non-loopback address unless ``--insecure-http`` says so:
+    device tokens and enrollment keys would cross the network in clear text."""
+    if opts.certfile or opts.insecure_http or is_loopback(opts.host):
+        return
+    raise InputError(
+        f"refusing to serve plain HTTP on {opts.host}: device tokens and enrollment keys "
+        "would travel in clear text. Give --certfile and --keyfile, bind a loopback "
+        "address (127.0.0.1), or pass --insecure-http if a TLS proxy terminates in front"
+    )
 
 
 def read_secret(path: str | None, env: str) -> str | None:
@@ -89,6 +114,7 @@ def serve(opts: ServeOptions) -> None:
 
     if bool(opts.certfile) != bool(opts.keyfile):
         raise InputError("TLS needs both --certfile and --keyfile")
+    check_transport(opts)
     for path in (opts.certfile, opts.keyfile):
         if path and not Path(path).is_file():
             raise InputError(f"{path}: not found")

@@ -24,6 +24,7 @@ from edgerec.federated import wire
 from . import errors
 from .config import ServerConfig
 from .devices import DeviceRegistry
+from .privacy_ledger import DeviceLedger, ledger_summary
 from .round_state import round_params
 from .rounds import RoundEngine
 from .security import EnrollKeys
@@ -125,7 +126,14 @@ class Coordinator:
             initialise(storage, model, clock)
         self.model = stored_model(storage)
         self.vector_length = int(self.model["vector_length"])
-        self.devices = DeviceRegistry(storage, enroll_keys, clock)
+        self.devices = DeviceRegistry(
+            storage,
+            enroll_keys,
+            clock,
+            token_ttl_s=self.config.token_ttl_s,
+            token_refresh_s=self.config.token_refresh_s,
+        )
+        self.ledger = DeviceLedger()
         self.rounds = RoundEngine(storage, self.vector_length, self.config, clock)
         self.admin_digest = hashlib.sha256(admin_token.encode()).digest() if admin_token else None
         self.started_at = clock()
@@ -190,15 +198,18 @@ class Coordinator:
             "messages": counts,
         }
 
-    def status(self) -> dict[str, Any]:
-        """Head version, the current (or last) round, (ε, δ) spent, rounds done."""
+    def status(self, ledger: bool = False) -> dict[str, Any]:
+        """Head version, the current (or last) round, (ε, δ) spent, rounds done; with
+        ``ledger`` also the per-device privacy ledger's summary (``device_privacy``:
+        one accountant run per distinct round history, so not on the public route)."""
         with self.storage.read() as tx:
             head = tx.latest_head()
             rnd = tx.active_round() or tx.latest_round()
             done = tx.count_rounds(DONE)
             failed = tx.count_rounds(FAILED)
             devices = tx.count_devices()
-        return {
+            report = self.ledger.report(tx) if ledger else None
+        out = {
             "service": "edgerec-coordinator",
             "edgerec": __version__,
             "wire_version": wire.WIRE,
@@ -209,9 +220,41 @@ class Coordinator:
             "rounds_done": done,
             "rounds_failed": failed,
             "privacy": self.rounds.privacy(),
+            "epsilon_ceiling": self.config.epsilon_ceiling,
             "devices": devices,
             "time": self.clock(),
         }
+        if report is not None:
+            out["device_privacy"] = ledger_summary(report)
+        return out
+
+    # ------------------------------------------------------------------ fleet
+    def device_privacy(self, device_id: str) -> dict[str, Any]:
+        """ε spent by one device across the published rounds it took part in."""
+        with self.storage.read() as tx:
+            report = self.ledger.report(tx, device_id)
+        return report.get(device_id, {"epsilon": 0.0, "delta": None, "rounds": 0, "round_ids": []})
+
+    def device_info(self, device_id: str) -> dict[str, Any]:
+        """A device's lifecycle facts and its privacy ledger (admin)."""
+        with self.storage.read() as tx:
+            device = tx.get_device(device_id)
+            report = self.ledger.report(tx, device_id) if device else {}
+        if device is None:
+            raise errors.not_found(f"no device {device_id}")
+        empty = {"epsilon": 0.0, "delta": None, "rounds": 0, "round_ids": []}
+        return {**self.devices.device_summary(device), "privacy": report.get(device_id, empty)}
+
+    def list_devices(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every device (oldest first) with its lifecycle facts and privacy ledger."""
+        with self.storage.read() as tx:
+            devices = tx.list_devices(limit)
+            report = self.ledger.report(tx)
+        empty = {"epsilon": 0.0, "delta": None, "rounds": 0, "round_ids": []}
+        return [
+            {**self.devices.device_summary(d), "privacy": report.get(d.device_id, empty)}
+            for d in devices
+        ]
 
     def list_rounds(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.storage.read() as tx:

@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .fleet_sql import FleetQueries
 from .migrations import Migration
 from .storage import (
     FINAL_STATES,
-    Device,
     Head,
     Message,
     Participant,
@@ -61,7 +61,7 @@ _HEAD_COLUMNS = "version, round_id, created_at, global_bias, metadata"
 _PARTICIPANT_COLUMNS = "round_id, device_id, client_id, joined_at"
 
 
-class SqlTransaction(Transaction):
+class SqlTransaction(FleetQueries, Transaction):
     """:class:`~.storage.Transaction` over one connection; subclasses name the dialect."""
 
     #: the migrations dialect (see :data:`.migrations.DIALECTS`)
@@ -179,18 +179,7 @@ class SqlTransaction(Transaction):
         )
 
     # -- devices ------------------------------------------------------------------------
-    def insert_device(self, device: Device) -> None:
-        self._execute(
-            "INSERT INTO devices(device_id, token_hash, enrolled_at, revoked) VALUES (?, ?, ?, ?)",
-            (device.device_id, device.token_hash, device.enrolled_at, int(device.revoked)),
-        )
-
-    def get_device(self, device_id: str) -> Device | None:
-        row = self._one(
-            "SELECT device_id, token_hash, enrolled_at, revoked FROM devices WHERE device_id = ?",
-            (device_id,),
-        )
-        return None if row is None else Device(row[0], bytes(row[1]), row[2], bool(row[3]))
+    # insert_device, get_device and the other fleet queries: FleetQueries (fleet_sql)
 
     def count_devices(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM devices WHERE revoked = 0")[0])

@@ -11,10 +11,13 @@
   is the version, ``schema_version`` its history.
 * The queries are :mod:`.sql_transaction`'s (shared with PostgreSQL).
 
-Schema (version 1)::
+Schema (version 2)::
 
     meta(key PK, value)                                    server-wide settings
-    devices(device_id PK, token_hash BLOB, enrolled_at, revoked)
+    devices(device_id PK, token_hash BLOB, enrolled_at, revoked, token_issued_at,
+            next_token_hash BLOB, next_token_issued_at, revoked_at, enroll_key_id)
+    enroll_keys(key_id PK, key_hash BLOB UNIQUE, label, created_at, quota, used,
+                revoked, revoked_at)
     heads(version PK, round_id UNIQUE NULL, created_at, global_bias BLOB float32,
           metadata JSON)
     rounds(round_id PK, base_version, state, params JSON, seed BLOB, opened_at,

@@ -40,12 +40,46 @@ FINAL_STATES = (DONE, FAILED)
 
 @dataclass(frozen=True)
 class Device:
-    """An enrolled device. ``token_hash`` is SHA-256 of its bearer token."""
+    """An enrolled device. ``token_hash`` is SHA-256 of its bearer token.
+
+    ``token_issued_at`` dates that token (it expires ``token_ttl_s`` later; None: a
+    token from before expiry existed, treated as issued at enrollment).
+    ``next_token_hash`` is a rotated successor the device has not used yet: both
+    tokens work until the device's first request with the new one promotes it (see
+    :mod:`.devices`). ``enroll_key_id`` names the database enrollment key it used.
+    """
 
     device_id: str
     token_hash: bytes
     enrolled_at: float
     revoked: bool = False
+    token_issued_at: float | None = None
+    next_token_hash: bytes | None = None
+    next_token_issued_at: float | None = None
+    revoked_at: float | None = None
+    enroll_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EnrollKey:
+    """An enrollment key kept in the database (only its SHA-256 is stored).
+
+    ``quota`` is how many devices may enroll with it (None: no limit), ``used`` how
+    many did; a revoked key enrolls nobody.
+    """
+
+    key_id: str
+    key_hash: bytes
+    label: str
+    created_at: float
+    quota: int | None = None
+    used: int = 0
+    revoked: bool = False
+    revoked_at: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        return not self.revoked and (self.quota is None or self.used < self.quota)
 
 
 @dataclass(frozen=True)
@@ -151,6 +185,48 @@ class Transaction(ABC):
     @abstractmethod
     def device_ids_enrolled_by(self, when: float) -> list[str]:
         """Ids of the devices (not revoked) enrolled at or before ``when``."""
+
+    # -- fleet lifecycle (one implementation for both backends: :mod:`.fleet_sql`) -------
+    @abstractmethod
+    def list_devices(self, limit: int = 1000) -> list[Device]: ...
+
+    @abstractmethod
+    def revoke_device(self, device_id: str, now: float) -> bool:
+        """Revoke a device; False when it is unknown or already revoked."""
+
+    @abstractmethod
+    def set_next_token(self, device_id: str, token_hash: bytes, now: float) -> None:
+        """Record a rotated successor token (replacing an unused earlier one)."""
+
+    @abstractmethod
+    def promote_next_token(self, device_id: str, token_hash: bytes) -> bool:
+        """Make the successor ``token_hash`` the device's token (the old one stops working)."""
+
+    @abstractmethod
+    def participation(self, device_id: str | None = None) -> list[tuple[str, int]]:
+        """``(device_id, round_id)`` of the published rounds each device's update is in."""
+
+    @abstractmethod
+    def insert_enroll_key(self, key: EnrollKey) -> None: ...
+
+    @abstractmethod
+    def get_enroll_key(self, key_id: str) -> EnrollKey | None: ...
+
+    @abstractmethod
+    def enroll_key_by_hash(self, key_hash: bytes) -> EnrollKey | None: ...
+
+    @abstractmethod
+    def list_enroll_keys(self) -> list[EnrollKey]: ...
+
+    @abstractmethod
+    def count_usable_enroll_keys(self) -> int: ...
+
+    @abstractmethod
+    def use_enroll_key(self, key_id: str) -> bool:
+        """Count one enrollment; False when the key is revoked or its quota is used up."""
+
+    @abstractmethod
+    def revoke_enroll_key(self, key_id: str, now: float) -> bool: ...
 
     # -- heads --------------------------------------------------------------------------
     @abstractmethod

@@ -10,6 +10,7 @@ number, ``{d}`` the caller's device id — another device's id is refused with 4
 
     POST /v1/enroll                              enrollment key -> device id + token
     GET  /v1/status                              head, round state, (ε, δ) spent
+    POST /v1/token                               rotate this device's token (a successor)
     GET  /v1/head?since=V                        current global_bias (if newer than V)
     GET  /v1/rounds/current                      open round, am I selected, my client id
     GET  /v1/rounds/{r}                          the same for one round
@@ -56,6 +57,14 @@ E_TOO_LARGE = "too_large"
 E_RATE_LIMITED = "rate_limited"
 E_BUDGET = "privacy_budget_exhausted"
 E_ROUND_ACTIVE = "round_active"
+E_DEVICE_REVOKED = "device_revoked"
+E_TOKEN_EXPIRED = "token_expired"
+E_KEY_REVOKED = "enroll_key_revoked"
+E_KEY_EXHAUSTED = "enroll_key_exhausted"
+
+#: set on an authenticated answer while the device's token is in its refresh window
+#: (value: the token's expiry, Unix seconds); the device then calls ``POST /v1/token``
+TOKEN_REFRESH_HEADER = "x-edgerec-token-refresh"
 
 #: device-side phase names, in protocol order (also the ``messages.phase`` values)
 DEVICE_PHASES = ("advertise", "share", "upload", "unmask")

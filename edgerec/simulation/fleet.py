@@ -96,7 +96,12 @@ class CoordinatorThread:
         from edgerec.coordinator.sqlite import SqliteStorage
 
         config = ServerConfig(
-            device_rate=1e6, device_burst=10**6, anon_rate=1e6, anon_burst=10**6, tick_s=self.tick_s
+            device_rate=1e6,
+            device_burst=10**6,
+            anon_rate=1e6,
+            anon_burst=10**6,
+            tick_s=self.tick_s,
+            epsilon_ceiling=None,  # experiments compare arms without DP and large budgets
         )
         self.coordinator = Coordinator(
             SqliteStorage(self.db_path, synchronous="normal"),
@@ -210,6 +215,7 @@ class Fleet:
                 trainer_options={**self.trainer, "max_examples": dev.max_examples},
                 durable=False,
                 min_cohort=2,
+                min_noise_multiplier=0.0,  # the experiment's no-DP arm
             )
             client.enroll()
             self.clients.append(client)

@@ -35,7 +35,12 @@ from tests.coordinator.harness import (
     make_store,
 )
 
-FAST = ServerConfig(device_rate=1e6, device_burst=10**6, anon_rate=1e6, anon_burst=10**6)
+#: no rate limits, and no epsilon ceiling: most tests check the protocol's arithmetic
+#: exactly, on rounds without noise (``Server.open_round`` defaults to z = 0); the
+#: privacy defaults themselves are tested on a server with the default config
+FAST = ServerConfig(
+    device_rate=1e6, device_burst=10**6, anon_rate=1e6, anon_burst=10**6, epsilon_ceiling=None
+)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Server:
         kw.setdefault("cohort_target", 10)
         kw.setdefault("min_cohort", 5)
         kw.setdefault("deadline_s", 600)
+        kw.setdefault("noise_multiplier", 0.0)
         return self.coordinator.rounds.open_round(RoundConfig(**kw))
 
     def admin(self) -> dict[str, str]:
@@ -152,6 +158,9 @@ def make_devices(server: Server, tmp_path: Path) -> Iterator[Callable[..., list[
     made: list[SyncClient] = []
 
     def make(n: int, first: int = 0, transport: Any = None, **kw: Any) -> list[SyncClient]:
+        # the tests' rounds are small and often noiseless: relax the devices' floors
+        kw.setdefault("min_noise_multiplier", 0.0)
+        kw.setdefault("min_cohort", 2)
         out = []
         for i in range(first, first + n):
             store = make_store(tmp_path / f"history-{i}.db", i)

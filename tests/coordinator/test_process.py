@@ -70,6 +70,9 @@ class ServerProcess:
             "--admin-token-file", str(self.tmp / "admin.token"),
             "--tick", "0.2", "--device-rate", "1000", "--device-burst", "1000",
             "--anon-rate", "1000", "--anon-burst", "1000",
+            # these tests are about processes, crashes and TLS, with small, lightly
+            # noised rounds; the privacy defaults have their own tests
+            "--epsilon-ceiling", "100",
         ]  # fmt: skip
         if self.tls:
             cmd += ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
@@ -112,6 +115,8 @@ def cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def devices_for(url: str, tmp: Path, n: int, **kw) -> list[SyncClient]:
+    kw.setdefault("min_noise_multiplier", 0.0)  # small, lightly noised test rounds
+    kw.setdefault("min_cohort", 2)
     out = []
     for i in range(n):
         store = make_store(tmp / f"history-{i}.db", i)
@@ -291,6 +296,15 @@ def test_tls_round_trip(tmp_path, http):
             httpx.get(server.url + "/v1/status", timeout=5)
         status = cli("status", "--url", server.url, "--cafile", str(cert), "--json")
         assert status.returncode == 0 and '"head_version": 1' in status.stdout
+        # the fleet commands over the admin API
+        admin = ["--url", server.url, "--cafile", str(cert),
+                 "--admin-token-file", str(tmp_path / "admin.token")]  # fmt: skip
+        ledger = cli("status", *admin, "--devices")
+        assert ledger.returncode == 0 and f"{devices[0].device_id}  active" in ledger.stdout
+        key = cli("enroll-key", "add", *admin, "--quota", "1", "--json")
+        assert key.returncode == 0 and '"quota": 1' in key.stdout
+        assert cli("revoke-device", *admin, devices[0].device_id).returncode == 0
+        assert devices[0].sync().status == "revoked"
     finally:
         server.stop()
         for d in devices:

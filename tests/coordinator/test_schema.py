@@ -106,12 +106,15 @@ def test_sqlite_files_from_before_the_version_table_still_open(tmp_path: Path):
     conn.execute("INSERT INTO meta VALUES ('model_id', 'm')")
     conn.commit()
     conn.close()
-    with open_storage(f"sqlite:///{path}") as s, s.read() as tx:
+    with pytest.raises(SchemaVersionError, match="run 'edgerec coordinator migrate"):
+        open_storage(f"sqlite:///{path}")  # version 1 < LATEST: the operator migrates
+    with open_storage(f"sqlite:///{path}", migrate=True) as s, s.read() as tx:
         assert (s.schema_found, s.schema_version) == (1, LATEST)
         assert tx.get_meta("model_id") == "m"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        versions = conn.execute("SELECT version FROM schema_version ORDER BY version")
+        assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
 
 
 def test_a_foreign_postgres_database_is_refused_untouched(pg_cluster):
