@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: config)")
     p.add_argument("--patience", type=int, help="early-stopping patience (default: config)")
     p.add_argument(
+        "--steps", type=int, help="optimizer-step budget, replaces --epochs (train.max_steps)"
+    )
+    p.add_argument(
+        "--min-steps", type=int, help="no early stop before this many steps (train.min_steps)"
+    )
+    p.add_argument(
         "--strategy",
         default="default",
         choices=("default", "mirrored", "one-device", "multi-worker"),
@@ -106,7 +112,11 @@ def run_train(args: argparse.Namespace) -> int:
     from edgerec.teacher.config import TeacherConfig
 
     config = TeacherConfig.from_toml(args.config).with_overrides(
-        seed=args.seed, epochs=args.epochs, patience=args.patience
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        max_steps=args.steps,
+        min_steps=args.min_steps,
     )
     dataset, split = _load_split(args)
     from edgerec.features import FeatureSpec
@@ -139,7 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
         "seed": config.train.seed,
         "strategy": args.strategy,
         "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
+        "epochs_run": result.history[-1].epoch if result.history else 0,
+        "best_step": result.best_step,
+        "steps": result.steps,
         "best_valid": result.best_valid,
         "train_seconds": round(result.seconds, 1),
     }
@@ -164,7 +176,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         v = result.best_valid
         print(
-            f"teacher saved to {args.out}: best epoch {result.best_epoch}/{len(result.history)}, "
+            f"teacher saved to {args.out}: best epoch {result.best_epoch}/{meta['epochs_run']} "
+            f"(step {result.best_step}/{result.steps}), "
             f"valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f} "
             f"({result.seconds:.0f} s)"
         )

@@ -17,6 +17,7 @@ def cloze_epoch(
     last_item_mask_prob: float,
     windows_per_length: float,
     rng: np.random.Generator,
+    min_masked: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of masked training windows.
 
@@ -25,7 +26,10 @@ def cloze_epoch(
     ending at random positions. In each window every item is replaced by
     ``[MASK]`` with probability ``mask_prob`` (at least one per window); a share
     ``last_item_mask_prob`` of windows masks only the last item, which is exactly
-    the inference situation.
+    the inference situation. ``min_masked`` > 1 raises the floor: a window of ``r``
+    real items has at least ``min(min_masked, ceil(r / 2))`` masked positions (extra
+    ones drawn at random), so logs of short sequences still give each step enough
+    targets; 1 draws exactly what it always did.
 
     Returns:
         ``inputs`` ``[N, max_len]`` int32 (left-padded) and ``labels``
@@ -56,7 +60,27 @@ def cloze_epoch(
     # every window needs at least one masked position: mask its last item
     empty = ~masked.any(axis=1)
     masked[empty, -1] = True
+    if min_masked > 1:
+        _raise_mask_floor(masked, real, ~last_only, min_masked, rng)
     labels = np.where(masked, windows, PAD_ID).astype(np.int32)
     inputs = np.where(masked, mask_id, windows).astype(np.int32)
     order = rng.permutation(n)
     return inputs[order], labels[order]
+
+
+def _raise_mask_floor(
+    masked: np.ndarray, real: np.ndarray, rows: np.ndarray, floor: int, rng: np.random.Generator
+) -> None:
+    """Mask random extra real positions of ``rows`` up to ``min(floor, ceil(real / 2))``."""
+    want = np.minimum(floor, (real.sum(axis=1) + 1) // 2)
+    short = np.flatnonzero(rows & (masked.sum(axis=1) < want))
+    if not short.size:
+        return
+    # Random order of each short window's unmasked real positions; take the first few.
+    keys = rng.random((short.size, masked.shape[1]))
+    keys[~real[short] | masked[short]] = np.inf
+    order = np.argsort(keys, axis=1)
+    missing = want[short] - masked[short].sum(axis=1)
+    take = np.arange(masked.shape[1])[None, :] < missing[:, None]
+    r, c = np.nonzero(take)
+    masked[short[r], order[r, c]] = True

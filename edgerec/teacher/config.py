@@ -76,6 +76,14 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 42
     precision: str = "float32"
+    # The schedule in optimizer steps (0 = off: epochs / patience in epochs); see
+    # edgerec.teacher.loop. 0 here so a teacher.json from before reads back unchanged.
+    max_steps: int = 0
+    warmup_steps: int = 0
+    eval_every_steps: int = 0
+    patience_steps: int = 0
+    min_steps: int = 0
+    min_masked: int = 1
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
@@ -124,6 +132,11 @@ def validate_cloze(config: Any, table: str) -> None:
         raise InputError(
             f"{table}.negative_distortion must be in [0, 1] (got {config.negative_distortion})"
         )
+    for name in ("max_steps", "warmup_steps", "eval_every_steps", "patience_steps", "min_steps"):
+        if getattr(config, name, 0) < 0:
+            raise InputError(f"{table}.{name} must be >= 0 (got {getattr(config, name)})")
+    if getattr(config, "min_masked", 1) < 1:
+        raise InputError(f"{table}.min_masked must be >= 1 (got {config.min_masked})")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,8 @@ class TrainResult:
     best_valid: dict[str, float]
     history: list[EpochLog] = field(default_factory=list)
     seconds: float = 0.0
+    best_step: int = 0
+    steps: int = 0
 
 
 def sampling_unigrams(split: LeaveOneOutSplit, num_items: int) -> list[float]:
@@ -233,7 +235,15 @@ def train_teacher(
     )
     if policy != "float32":
         model = float32_copy(model)
-    return TrainResult(model, loop.best_epoch, loop.best_valid, loop.history, loop.seconds)
+    return TrainResult(
+        model,
+        loop.best_epoch,
+        loop.best_valid,
+        loop.history,
+        loop.seconds,
+        loop.best_step,
+        loop.steps,
+    )
 
 
 def float32_copy(model: BERT4Rec) -> BERT4Rec:
