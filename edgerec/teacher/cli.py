@@ -50,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train the BERT4Rec teacher",
-        description="Train a BERT4Rec teacher with the Cloze objective, early-stopped on "
-        "validation NDCG@10 (full ranking).",
+        help="train the teacher (BERT4Rec or SASRec)",
+        description="Train a teacher — BERT4Rec with the Cloze objective (default) or SASRec, "
+        "causal next-item (model.kind in --config) — early-stopped on validation NDCG@10 "
+        "(full ranking), then gated against most-popular and the item-transition baseline.",
         epilog=TRAIN_EPILOG,
         formatter_class=HelpFormatter,
     )

@@ -1,4 +1,5 @@
-"""Cloze (masked-item) training samples for BERT4Rec, built in numpy per epoch."""
+"""Training samples built in numpy per epoch: Cloze (masked items) for BERT4Rec and
+next-item windows for the causal SASRec."""
 
 from __future__ import annotations
 
@@ -7,6 +8,53 @@ import math
 import numpy as np
 
 from edgerec.vocab import PAD_ID
+
+
+def _window_ends(
+    sequences: list[np.ndarray], max_len: int, windows_per_length: float, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """``(user, end)`` of each window: the most recent always, the others at random ends."""
+    ends: list[tuple[int, int]] = []
+    for u, seq in enumerate(sequences):
+        length = len(seq)
+        if length == 0:
+            continue
+        count = max(1, math.ceil(length / max_len * windows_per_length))
+        ends.append((u, length))
+        if count > 1 and length > 1:
+            for e in rng.integers(1, length, size=count - 1):
+                ends.append((u, int(e)))
+    return ends
+
+
+def causal_epoch(
+    sequences: list[np.ndarray],
+    max_len: int,
+    mask_id: int,
+    windows_per_length: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of next-item windows for a causal model, in the inference row form.
+
+    A window of ``m <= max_len`` consecutive items ``w`` becomes the row
+    ``[pad..., w[0], ..., w[m-2], MASK]`` with label ``w[t + 1]`` at the position of
+    ``w[t]`` (``PAD_ID`` elsewhere, also at the trailing ``[MASK]``): every real
+    position is trained on the item that followed it, and position ``max_len - 2``
+    is exactly where inference reads the next item. Windows are chosen as in
+    :func:`cloze_epoch`; single-item windows carry no target and are dropped.
+    """
+    ends = [(u, e) for u, e in _window_ends(sequences, max_len, windows_per_length, rng) if e > 1]
+    n = len(ends)
+    inputs = np.full((n, max_len), PAD_ID, np.int32)
+    labels = np.full((n, max_len), PAD_ID, np.int32)
+    inputs[:, -1] = mask_id
+    for row, (u, end) in enumerate(ends):
+        part = sequences[u][max(0, end - max_len) : end]
+        m = len(part)
+        inputs[row, max_len - m : max_len - 1] = part[:-1]
+        labels[row, max_len - m : max_len - 1] = part[1:]
+    order = rng.permutation(n)
+    return inputs[order], labels[order]
 
 
 def cloze_epoch(
@@ -36,16 +84,7 @@ def cloze_epoch(
         ``[N, max_len]`` int32 holding the original item at masked positions and
         ``PAD_ID`` (0) elsewhere.
     """
-    ends: list[tuple[int, int]] = []
-    for u, seq in enumerate(sequences):
-        length = len(seq)
-        if length == 0:
-            continue
-        count = max(1, math.ceil(length / max_len * windows_per_length))
-        ends.append((u, length))
-        if count > 1 and length > 1:
-            for e in rng.integers(1, length, size=count - 1):
-                ends.append((u, int(e)))
+    ends = _window_ends(sequences, max_len, windows_per_length, rng)
     n = len(ends)
     windows = np.full((n, max_len), PAD_ID, np.int32)
     for row, (u, end) in enumerate(ends):

@@ -155,6 +155,7 @@ def train_cloze(
     desc: str | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     checkpoint_dir: str | Path | None = None,
+    samples: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> LoopResult:
     """Train ``model`` with ``step`` on Cloze epochs of ``split.train``, early-stopped.
 
@@ -174,6 +175,9 @@ def train_cloze(
         on_epoch: called with every epoch's log.
         checkpoint_dir: write the best weights to ``best.weights.h5`` there whenever
             validation NDCG@10 improves, so an interrupted run keeps its best model.
+        samples: builds one epoch's ``(inputs, labels)`` from ``rng`` (default: Cloze
+            windows of ``split.train`` with the schedule's masking; the causal teacher
+            passes its next-item windows).
     """
     batches = batches or constant_batches(schedule.batch_size)
     max_len, mask_id = scorer.spec.max_len, scorer.spec.mask_id
@@ -238,16 +242,19 @@ def train_cloze(
     stop = False
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        x, y = cloze_epoch(
-            split.train,
-            max_len,
-            mask_id,
-            schedule.mask_prob,
-            schedule.last_item_mask_prob,
-            schedule.windows_per_length,
-            rng,
-            min_masked=schedule.min_masked,
-        )
+        if samples is not None:
+            x, y = samples(rng)
+        else:
+            x, y = cloze_epoch(
+                split.train,
+                max_len,
+                mask_id,
+                schedule.mask_prob,
+                schedule.last_item_mask_prob,
+                schedule.windows_per_length,
+                rng,
+                min_masked=schedule.min_masked,
+            )
         for inputs, labels in batches(x, y):
             if schedule.warmup_steps and state.step <= schedule.warmup_steps:
                 optimizer.learning_rate.assign(state.learning_rate * state.warmup_factor())
