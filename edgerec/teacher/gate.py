@@ -207,4 +207,4 @@ def enforce(result: GateResult, allow_weak_teacher: bool, who: str) -> None:
     if allow_weak_teacher:
         log.warning("%s: --allow-weak-teacher given, continuing: %s", who, result.message())
         return
-    raise WeakTeacherError(f"{who}: {result.message()}", result)
+    raise WeakTeacherError(result.message(), result)
