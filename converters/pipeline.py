@@ -136,6 +136,13 @@ def prepare(
             "with the dataset the teacher was trained on"
         )
     student_cfg = resolve_student(config.student, info.config.model)
+    negatives = config.distil.sampled_negatives
+    if negatives and negatives >= split.vocab.num_items:
+        # checked here too so that it is an input error before the teacher gate runs
+        raise InputError(
+            f"distil.sampled_negatives ({negatives}) must be smaller than the catalog "
+            f"({split.vocab.num_items} items); use 0 for the full softmax"
+        )
     if len(split.train) < 2:
         raise InputError(f"{name}: needs at least 2 users (got {len(split.train)})")
     return Prepared(
