@@ -22,6 +22,7 @@ numpy only: sparse rows are kept as CSR arrays built with ``np.unique``.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ import numpy as np
 from edgerec.errors import EdgerecError, InputError
 from edgerec.metrics import evaluate
 from edgerec.vocab import PAD_ID
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BASELINE_GRIDS",
@@ -168,17 +171,10 @@ class _SparseRows:
     data: np.ndarray  # float64 weights
 
     @classmethod
-    def from_pairs(
-        cls, n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None
-    ) -> _SparseRows:
-        """Sum duplicate ``(src, dst)`` pairs (``weight`` each, default 1)."""
-        keys = src * (n + 1) + dst
-        if weight is None:
-            keys, sums = np.unique(keys, return_counts=True)
-            sums = sums.astype(np.float64)
-        else:
-            keys, inverse = np.unique(keys, return_inverse=True)
-            sums = np.bincount(inverse, weights=weight, minlength=keys.size)
+    def from_pairs(cls, n: int, src: np.ndarray, dst: np.ndarray) -> _SparseRows:
+        """Count the ``(src, dst)`` pairs: row ``src`` gets ``(dst, count)``."""
+        keys, sums = np.unique(src * (n + 1) + dst, return_counts=True)
+        sums = sums.astype(np.float64)
         rows, cols = np.divmod(keys, n + 1)
         indptr = np.zeros(n + 2, np.int64)
         np.add.at(indptr, rows + 1, 1)
@@ -214,8 +210,6 @@ class _SparseRows:
 class _RecentItemsModel:
     """Shared part of the sequence baselines: recency weights, back-off, scoring."""
 
-    name = "sequence model"
-
     def __init__(self, num_items: int, last_k: int, decay: float) -> None:
         if int(num_items) < 1:
             raise InputError(f"num_items must be at least 1 (got {num_items})")
@@ -235,15 +229,24 @@ class _RecentItemsModel:
         )[1:].astype(np.float64)
         self._backoff = counts / (counts.max() + 1.0) * _BACKOFF_SCALE
 
+    #: parameters :meth:`with_params` can change without a refit
+    _scoring_params: tuple[str, ...] = ("last_k", "decay")
+
     def with_params(self, **params: Any) -> _RecentItemsModel:
         """A copy sharing the fitted rows, with other scoring parameters (no refit)."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         for key, value in params.items():
-            if key not in ("last_k", "decay"):
-                raise InputError(f"{key} needs a refit; only last_k and decay change here")
+            if key not in self._scoring_params:
+                raise InputError(
+                    f"{key} needs a refit; only {', '.join(self._scoring_params)} change here"
+                )
             setattr(clone, key, type(getattr(self, key))(value))
+        clone._refresh()
         return clone
+
+    def _refresh(self) -> None:
+        """Recompute what depends on the scoring parameters (nothing by default)."""
 
     def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """``(B, n)`` float64 scores from each history's last ``last_k`` items."""
@@ -284,8 +287,6 @@ class ItemTransition(_RecentItemsModel):
         result = evaluate(markov.scores, split.valid_inputs(), split.valid_target)
     """
 
-    name = "item transition"
-
     def __init__(self, num_items: int, last_k: int = 1, decay: float = 1.0) -> None:
         super().__init__(num_items, last_k, decay)
 
@@ -315,8 +316,6 @@ class ItemKNN(_RecentItemsModel):
     count; each item keeps its ``neighbours`` most similar items. A history scores
     ``sum_j decay ** j * sim(h[-1 - j], .)`` for ``j < last_k``.
     """
-
-    name = "item kNN"
 
     def __init__(
         self,
@@ -367,26 +366,36 @@ class ItemKNN(_RecentItemsModel):
         order = np.lexsort((rows.indices, -sim, row_of))
         rank = np.empty(order.size, np.int64)
         rank[order] = np.arange(order.size) - rows.indptr[row_of[order]]
-        rows = _SparseRows(rows.indptr, rows.indices, sim)
-        self._rows = rows.keep(rank < self.neighbours)
+        self._all_neighbours = (_SparseRows(rows.indptr, rows.indices, sim), rank)
+        self._refresh()
         self._set_backoff(seqs)
         return self
+
+    _scoring_params = ("last_k", "decay", "neighbours")
+
+    def _refresh(self) -> None:
+        if getattr(self, "_all_neighbours", None) is not None:
+            rows, rank = self._all_neighbours
+            self._rows = rows.keep(rank < self.neighbours)
 
 
 # --------------------------------------------------------------------------- tuning
 
 #: hyper-parameter grids searched on validation, per baseline name
 BASELINE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "item transition": {"last_k": (1, 2, 3, 5, 10), "decay": (0.5, 0.7, 0.9)},
+    "item transition": {"last_k": (1, 2, 3, 5, 10, 20), "decay": (0.3, 0.5, 0.7, 0.9)},
     "item kNN": {
-        "neighbours": (20, 100),
-        "window": (3, 10),
-        "last_k": (3, 10),
+        "window": (3, 10, 30),
+        "neighbours": (20, 100, 400),
+        "last_k": (3, 10, 30),
         "decay": (0.7, 0.9),
     },
 }
 #: the parameters of each baseline that need a refit (the rest only change scoring)
-_FIT_PARAMS = {"item transition": (), "item kNN": ("neighbours", "window")}
+_FIT_PARAMS = {"item transition": (), "item kNN": ("window",)}
+#: co-occurrence pairs an item-kNN fit may count; larger windows are left out of the
+#: search on logs where they would exceed it (memory of the np.unique pass)
+MAX_KNN_PAIRS = 50_000_000
 _MODELS: dict[str, Callable[..., _RecentItemsModel]] = {
     "item transition": ItemTransition,
     "item kNN": ItemKNN,
@@ -445,6 +454,12 @@ def tune_on_validation(
         users = np.sort(np.random.default_rng(seed).choice(len(train), max_users, replace=False))
     inputs = [train[u] for u in users]
     targets = valid_target[users]
+    if name == "item kNN" and "window" in grid:
+        events = sum(len(s) for s in train)
+        fitting = [w for w in grid["window"] if 2 * events * w <= MAX_KNN_PAIRS]
+        if len(fitting) < len(grid["window"]):
+            log.info("item kNN: windows %s left out (over %d pairs)", grid["window"], MAX_KNN_PAIRS)
+        grid["window"] = tuple(fitting) or (min(grid["window"]),)
     fit_keys = [k for k in grid if k in _FIT_PARAMS[name]]
     score_keys = [k for k in grid if k not in _FIT_PARAMS[name]]
     searched: list[tuple[dict[str, Any], float]] = []

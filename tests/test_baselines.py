@@ -187,3 +187,16 @@ def test_sequence_baselines_reject_bad_input() -> None:
         tune_on_validation("svd", 5, [np.array([1])], np.array([2]))
     with pytest.raises(InputError, match="refit"):
         ItemKNN(5).fit([np.array([1, 2])]).with_params(window=3)
+
+
+def test_knn_neighbours_change_without_a_refit() -> None:
+    from edgerec.baselines import ItemKNN
+
+    seqs = _walk(seed=2)
+    wide = ItemKNN(30, neighbours=50, window=3).fit(seqs)
+    narrow = ItemKNN(30, neighbours=2, window=3).fit(seqs)
+    histories = seqs[:20]
+    np.testing.assert_array_equal(
+        wide.with_params(neighbours=2).scores(histories), narrow.scores(histories)
+    )
+    assert not np.array_equal(wide.scores(histories), narrow.scores(histories))
