@@ -14,6 +14,9 @@ from edgerec.metrics import evaluate, paired_bootstrap, protocol_line
 if TYPE_CHECKING:
     from edgerec.teacher.baselines import BaselineSuite
 
+#: score-matrix elements above which the teacher is scored per batch, not all at once
+_PRECOMPUTE_LIMIT = 1 << 27
+
 #: exclusion modes reported by ``edgerec eval``, with their table labels
 MODES = {
     "none": "history kept in ranking",
@@ -45,11 +48,14 @@ def compare_with_popularity(
     inputs = split.test_inputs()
     popularity = MostPopular(spec.num_items).fit(inputs)
     out: dict[str, Any] = {"num_users": len(inputs), "num_items": spec.num_items, "modes": {}}
-    teacher_scores = scorer(inputs)  # score once, rank under every exclusion mode
+    # Score once and rank under every exclusion mode, unless the score matrix would be
+    # large (many users x a large catalog): then score batch by batch in every mode.
+    teacher_scores = scorer(inputs) if len(inputs) * spec.num_items <= _PRECOMPUTE_LIMIT else None
     for mode in modes:
         window = spec.history_len if mode == "input" else None
         kwargs = {"ks": ks, "exclude_mode": mode, "window": window, "num_items": spec.num_items}
-        t = evaluate(PrecomputedScores(teacher_scores), inputs, split.test_target, **kwargs)
+        teacher_fn = scorer if teacher_scores is None else PrecomputedScores(teacher_scores)
+        t = evaluate(teacher_fn, inputs, split.test_target, **kwargs)
         p = evaluate(popularity.scores, inputs, split.test_target, **kwargs)
         k = ks[0]
         boot = paired_bootstrap(
