@@ -289,7 +289,14 @@ def _convert(
     }
     quality_report["allow_weak_teacher"] = prepared.allow_weak_teacher
     quality_report["baselines"] = _baseline_rows(
-        suite, histories, targets, mode, info.feature_spec.history_len, teacher_ndcg, cfg
+        suite,
+        histories,
+        targets,
+        mode,
+        info.feature_spec.history_len,
+        info.feature_spec.num_items,
+        teacher_ndcg,
+        cfg,
     )
     failures: list[Check] = []
     warnings: list[Check] = []
@@ -340,6 +347,7 @@ def _baseline_rows(
     targets: Any,
     mode: str,
     window: int,
+    num_items: int,
     teacher_ndcg: Any,
     cfg: ConvertConfig,
 ) -> dict[str, Any]:
@@ -348,6 +356,7 @@ def _baseline_rows(
     ``window`` is the teacher's input window (``"input"`` exclusion removes the same
     items for the baselines as for the teacher).
     """
+    from edgerec.baselines import rows_per_batch
     from edgerec.metrics import evaluate, paired_bootstrap
 
     out: dict[str, Any] = {"params": suite.params(), "models": {}}
@@ -359,6 +368,7 @@ def _baseline_rows(
             ks=(10,),
             exclude_mode=mode,
             window=window if mode == "input" else None,
+            batch_size=rows_per_batch(num_items),
         )
         boot = paired_bootstrap(
             teacher_ndcg,

@@ -40,6 +40,7 @@ __all__ = [
     "ItemKNN",
     "ItemTransition",
     "MostPopular",
+    "rows_per_batch",
     "TunedBaseline",
     "tune_on_validation",
 ]
@@ -420,8 +421,14 @@ class TunedBaseline:
         return _MODELS[self.name](num_items, **self.params)
 
 
-def _ndcg10(score_fn: Callable, inputs: Sequence[np.ndarray], targets: np.ndarray) -> float:
-    return float(evaluate(score_fn, inputs, targets, ks=(10,)).metrics["NDCG@10"])
+def rows_per_batch(num_items: int) -> int:
+    """Users per scoring batch so that a ``(B, n)`` float64 block stays near 128 MB."""
+    return max(1, min(256, (1 << 24) // max(int(num_items), 1)))
+
+
+def _ndcg10(score_fn: Callable, inputs: Sequence[np.ndarray], targets: np.ndarray, n: int) -> float:
+    result = evaluate(score_fn, inputs, targets, ks=(10,), batch_size=rows_per_batch(n))
+    return float(result.metrics["NDCG@10"])
 
 
 def tune_on_validation(
@@ -469,6 +476,8 @@ def tune_on_validation(
         for score_values in itertools.product(*(grid[k] for k in score_keys)):
             score_params = dict(zip(score_keys, score_values, strict=True))
             model = fitted.with_params(**score_params)
-            searched.append(({**fit_params, **score_params}, _ndcg10(model, inputs, targets)))
+            searched.append(
+                ({**fit_params, **score_params}, _ndcg10(model, inputs, targets, num_items))
+            )
     best_params, best = max(searched, key=lambda pair: pair[1])  # first maximum wins
     return TunedBaseline(name, best_params, best, searched)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerec.baselines import MostPopular, TunedBaseline, tune_on_validation
+from edgerec.baselines import MostPopular, TunedBaseline, rows_per_batch, tune_on_validation
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.metrics import evaluate
 
@@ -76,5 +76,7 @@ def fit_baselines(
             valid_model = t.build(n).fit(train)
             test_models[name] = t.build(n).fit(test_inputs).scores
             log.info("%s: chose %s (valid NDCG@10 %.4f)", name, t.params, t.valid_ndcg)
-        valid_ranks[name] = evaluate(valid_model.scores, train, valid_target).ranks
+        valid_ranks[name] = evaluate(
+            valid_model.scores, train, valid_target, batch_size=rows_per_batch(n)
+        ).ranks
     return BaselineSuite(valid_ranks, test_models, tuned)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerec.baselines import MostPopular
+from edgerec.baselines import MostPopular, rows_per_batch
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.features import FeatureSpec
 from edgerec.metrics import evaluate, paired_bootstrap, protocol_line
@@ -56,7 +56,8 @@ def compare_with_popularity(
         kwargs = {"ks": ks, "exclude_mode": mode, "window": window, "num_items": spec.num_items}
         teacher_fn = scorer if teacher_scores is None else PrecomputedScores(teacher_scores)
         t = evaluate(teacher_fn, inputs, split.test_target, **kwargs)
-        p = evaluate(popularity.scores, inputs, split.test_target, **kwargs)
+        batch = rows_per_batch(spec.num_items)
+        p = evaluate(popularity.scores, inputs, split.test_target, batch_size=batch, **kwargs)
         k = ks[0]
         boot = paired_bootstrap(
             t.per_user(k)[f"NDCG@{k}"],
@@ -76,7 +77,7 @@ def compare_with_popularity(
             for name, score_fn in suite.test_models.items():
                 if name == "most popular":  # already the "popularity" entry
                     continue
-                b = evaluate(score_fn, inputs, split.test_target, **kwargs)
+                b = evaluate(score_fn, inputs, split.test_target, batch_size=batch, **kwargs)
                 rows[name] = {
                     "metrics": b.metrics,
                     "bootstrap_ndcg_teacher_minus_baseline": paired_bootstrap(
