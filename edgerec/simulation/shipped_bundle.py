@@ -35,7 +35,8 @@ __all__ = ["SIM_CONVERT", "SIM_TEACHER", "build_bundle", "load_overrides"]
 #: teacher config of the simulation (over edgerec/teacher/default.toml)
 SIM_TEACHER: dict[str, Any] = {
     "model": {"d_model": 64, "num_heads": 2, "ffn_dim": 256},
-    "train": {"epochs": 60, "patience": 10},
+    # min_steps 0: early stopping in epochs as the recorded simulation runs had it
+    "train": {"epochs": 60, "patience": 10, "min_steps": 0},
 }
 
 #: converter config of the simulation (over edgerec/converters/default.toml)
