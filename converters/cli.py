@@ -32,13 +32,15 @@ Defaults and gates are documented in edgerec/converters/default.toml.
 
 exit codes: 0 bundle accepted; 2 bad input (teacher, data, config, output dir);
 3 a quality gate failed (the bundle is written with status "rejected", which the
-runtime refuses).
+runtime refuses), or the teacher does not beat most-popular and the item-transition
+baseline on validation (nothing is written; --allow-weak-teacher overrides).
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``convert`` to the CLI."""
     from edgerec.cli_help import HelpFormatter
+    from edgerec.data.cli import add_column_options
 
     p = sub.add_parser(
         "convert",
@@ -51,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--teacher", required=True, type=Path, help="teacher dir ('edgerec train')")
     p.add_argument("--data", required=True, help="dataset name (movielens-100k) or a log file")
+    add_column_options(p)
+    p.add_argument(
+        "--allow-weak-teacher",
+        action="store_true",
+        help="distil a teacher that does not beat the baselines (the manifest records it)",
+    )
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     p.add_argument("--config", type=Path, help="TOML file overriding default.toml")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
@@ -109,6 +117,7 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     from edgerec.converters.passes.validate import GateFailed
     from edgerec.converters.pipeline import convert
+    from edgerec.data.cli import load_options
 
     try:
         result = convert(
@@ -120,6 +129,8 @@ def run_convert(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             keep_work=args.keep_work,
             sign_key=sign_key,
+            load_options=load_options(args),
+            allow_weak_teacher=args.allow_weak_teacher,
         )
     except GateFailed as exc:
         if exc.result is None:
@@ -154,6 +165,9 @@ def summary_text(summary: dict) -> str:
             f"student−teacher {b['diff']:+.4f}, 95% paired-bootstrap CI "
             f"[{b['low']:+.4f}, {b['high']:+.4f}], {b['n']} users"
         )
+    from edgerec.converters.report import baseline_lines
+
+    lines += baseline_lines(q)
     lines.append(f"protocol: {q.get('protocol', '')}")
     for failure in summary.get("gates", {}).get("failures", []):
         lines.append(f"gate failed: {failure}")

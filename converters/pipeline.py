@@ -2,7 +2,7 @@
 
 ::
 
-    prepare (checks, TF-free) -> distil -> savedmodel -> export (TFLite / ONNX per
+    prepare (checks, TF-free) -> teacher gate -> distil -> savedmodel -> export (TFLite / ONNX per
     precision, GPU variant, roles) -> validate (the runtime's backends) ->
     quality -> gates -> package (embedded manifest, atomic bundle, report)
 
@@ -13,6 +13,10 @@ Bad input raises :class:`~edgerec.errors.InputError` (exit 2) before anything is
 trained. A failed gate still publishes the bundle, with ``status: rejected`` in
 its manifest (``edgerec.bundle.open_bundle`` refuses it), then raises
 :class:`~edgerec.converters.passes.validate.GateFailed` (exit 3) carrying the result.
+A teacher that does not beat most-popular and the item-transition baseline on
+validation (:mod:`edgerec.teacher.gate`) is refused before anything is distilled
+(:class:`~edgerec.teacher.gate.WeakTeacherError`, exit 3, no bundle) unless
+``allow_weak_teacher``, which the manifest's ``teacher`` section records.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Prepared:
     student_cfg: ModelConfig
     out_dir: Path
     force: bool
+    allow_weak_teacher: bool = False
 
 
 @dataclass
@@ -90,12 +95,14 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         log.info("pass %s done (%.1f s)", name, timings[name])
 
 
-def _load_split(data: str | Path | LeaveOneOutSplit) -> tuple[LeaveOneOutSplit, str]:
+def _load_split(
+    data: str | Path | LeaveOneOutSplit, load_options: dict[str, Any] | None = None
+) -> tuple[LeaveOneOutSplit, str]:
     if isinstance(data, LeaveOneOutSplit):
         return data, data.dataset.name or "dataset"
     from edgerec.data import leave_one_out, load_dataset
 
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, **(load_options or {}))
     return leave_one_out(dataset), dataset.name or str(data)
 
 
@@ -105,8 +112,14 @@ def prepare(
     out: str | Path,
     config: ConvertConfig | None = None,
     force: bool = False,
+    load_options: dict[str, Any] | None = None,
+    allow_weak_teacher: bool = False,
 ) -> Prepared:
-    """Every input check, before any training (no TensorFlow import)."""
+    """Every input check, before any training (no TensorFlow import).
+
+    ``load_options`` are :func:`edgerec.data.load_dataset`'s keyword arguments
+    (format, column names, filters) for a log file.
+    """
     from edgerec.converters.passes.distil import resolve_student
     from edgerec.teacher.artifacts import read_teacher_info
 
@@ -114,7 +127,7 @@ def prepare(
     out_dir = Path(out)
     check_output_dir(out_dir, force)
     info = read_teacher_info(teacher)
-    split, name = _load_split(data)
+    split, name = _load_split(data, load_options)
     if split.vocab.sha256() != info.vocab.sha256():
         raise InputError(
             f"{teacher}: the teacher's vocabulary ({info.vocab.num_items} items, sha256 "
@@ -123,9 +136,18 @@ def prepare(
             "with the dataset the teacher was trained on"
         )
     student_cfg = resolve_student(config.student, info.config.model)
+    negatives = config.distil.sampled_negatives
+    if negatives and negatives >= split.vocab.num_items:
+        # checked here too so that it is an input error before the teacher gate runs
+        raise InputError(
+            f"distil.sampled_negatives ({negatives}) must be smaller than the catalog "
+            f"({split.vocab.num_items} items); use 0 for the full softmax"
+        )
     if len(split.train) < 2:
         raise InputError(f"{name}: needs at least 2 users (got {len(split.train)})")
-    return Prepared(Path(teacher), info, split, name, config, student_cfg, out_dir, force)
+    return Prepared(
+        Path(teacher), info, split, name, config, student_cfg, out_dir, force, allow_weak_teacher
+    )
 
 
 def convert(
@@ -139,6 +161,8 @@ def convert(
     raise_on_gate: bool = True,
     keep_work: Path | None = None,
     sign_key: Any = None,
+    load_options: dict[str, Any] | None = None,
+    allow_weak_teacher: bool = False,
 ) -> ConvertResult:
     """Distil, export, quantize, validate, gate and bundle.
 
@@ -155,6 +179,10 @@ def convert(
         keep_work: copy the work directory (SavedModels, raw artifacts) there.
         sign_key: an Ed25519 private key (``edgerec.runtime.signing.load_private_key``)
             that signs the manifest of an accepted bundle before it is published.
+        load_options: format / column options for a log file (see :func:`prepare`).
+        allow_weak_teacher: distil a teacher that fails the teacher gate anyway
+            (recorded in the manifest); otherwise it raises
+            :class:`~edgerec.teacher.gate.WeakTeacherError` (exit 3).
 
     Returns:
         :class:`ConvertResult` (``summary`` is what ``--json`` prints).
@@ -162,7 +190,15 @@ def convert(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     with _timed(timings, "prepare"):
-        prepared = prepare(teacher, data, out, config, force)
+        prepared = prepare(
+            teacher,
+            data,
+            out,
+            config,
+            force,
+            load_options=load_options,
+            allow_weak_teacher=allow_weak_teacher,
+        )
     with tempfile.TemporaryDirectory(prefix="edgerec-convert-") as tmp:
         work = Path(tmp)
         result = _convert(prepared, work, timings, progress, sign_key)
@@ -196,6 +232,14 @@ def _convert(
     seed = cfg.distil.seed
     with _timed(timings, "load teacher"):
         info, teacher_model = load_teacher(prepared.teacher_dir)
+    with _timed(timings, "teacher gate"):
+        from edgerec.teacher.baselines import fit_baselines
+        from edgerec.teacher.gate import enforce, gate_scorer
+        from edgerec.teacher.scoring import KerasScorer
+
+        suite = fit_baselines(split)
+        gate, _ = gate_scorer(KerasScorer(teacher_model, info.feature_spec), split, suite)
+        enforce(gate, prepared.allow_weak_teacher, "edgerec convert")
     with _timed(timings, "distil"):
         student = distil.run(
             split,
@@ -246,6 +290,21 @@ def _convert(
             window=spec.history_len,
         ),
     )
+    quality_report["teacher_gate"] = {
+        **gate.to_json(),
+        "allow_weak_teacher": prepared.allow_weak_teacher,
+    }
+    quality_report["allow_weak_teacher"] = prepared.allow_weak_teacher
+    quality_report["baselines"] = _baseline_rows(
+        suite,
+        histories,
+        targets,
+        mode,
+        info.feature_spec.history_len,
+        info.feature_spec.num_items,
+        teacher_ndcg,
+        cfg,
+    )
     failures: list[Check] = []
     warnings: list[Check] = []
     for r in reports:
@@ -289,3 +348,45 @@ def _convert(
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING
     log.log(level, "bundle %s published to %s", status.upper(), prepared.out_dir)
     return ConvertResult(status, prepared.out_dir, summary, reports, failures, student, split)
+
+
+def _baseline_rows(
+    suite: Any,
+    histories: list,
+    targets: Any,
+    mode: str,
+    window: int,
+    num_items: int,
+    teacher_ndcg: Any,
+    cfg: ConvertConfig,
+) -> dict[str, Any]:
+    """Test metrics of the tuned baselines on the quality users, with teacher − baseline CIs.
+
+    ``window`` is the teacher's input window (``"input"`` exclusion removes the same
+    items for the baselines as for the teacher).
+    """
+    from edgerec.baselines import rows_per_batch
+    from edgerec.metrics import evaluate, paired_bootstrap
+
+    out: dict[str, Any] = {"params": suite.params(), "models": {}}
+    for name, score_fn in suite.test_models.items():
+        result = evaluate(
+            score_fn,
+            histories,
+            targets,
+            ks=(10,),
+            exclude_mode=mode,
+            window=window if mode == "input" else None,
+            batch_size=rows_per_batch(num_items),
+        )
+        boot = paired_bootstrap(
+            teacher_ndcg,
+            result.per_user(10)["NDCG@10"],
+            n_resamples=cfg.validation.bootstrap_resamples,
+            seed=cfg.distil.seed,
+        )
+        out["models"][name] = {
+            "metrics": result.metrics,
+            "bootstrap_ndcg_teacher_minus_baseline": boot.to_json(),
+        }
+    return out

@@ -121,6 +121,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"ratio CI [{_num(boot.get('ratio_low'))}, {_num(boot.get('ratio_high'))}]"
             )
         lines.append("")
+        lines += baseline_markdown(q)
     failures = summary.get("gates", {}).get("failures", [])
     lines += ["## Gates", ""]
     if failures:
@@ -151,6 +152,48 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
     lines += ["", "![size vs NDCG@10](report.png)", ""]
     return "\n".join(lines)
+
+
+def baseline_lines(quality: dict[str, Any]) -> list[str]:
+    """Teacher vs each tuned baseline on the quality users, with paired 95% CIs."""
+    out = []
+    teacher = quality.get("teacher", {}).get("NDCG@10", float("nan"))
+    for name, row in quality.get("baselines", {}).get("models", {}).items():
+        b = row["bootstrap_ndcg_teacher_minus_baseline"]
+        out.append(
+            f"{name}: NDCG@10 {row['metrics']['NDCG@10']:.4f} HR@10 "
+            f"{row['metrics']['HR@10']:.4f}; teacher ({teacher:.4f}) − it {b['diff']:+.4f}, "
+            f"95% paired-bootstrap CI [{b['low']:+.4f}, {b['high']:+.4f}]"
+        )
+    return out
+
+
+def baseline_markdown(quality: dict[str, Any]) -> list[str]:
+    """The report's baselines section and the teacher gate's verdict."""
+    lines = baseline_lines(quality)
+    gate = quality.get("teacher_gate")
+    if not lines and not gate:
+        return []
+    out = ["## Teacher vs baselines", "", *(f"- {line}" for line in lines)]
+    params = quality.get("baselines", {}).get("params", {})
+    for name, chosen in params.items():
+        out.append(
+            f"- {name} parameters (chosen on validation, NDCG@10 "
+            f"{chosen['valid_NDCG@10']:.4f}): {chosen['params']}"
+        )
+    if gate:
+        verdict = "passed" if gate.get("passed") else "FAILED"
+        out.append(
+            f"- teacher gate on validation (beat {', '.join(gate.get('required', []))}, CI "
+            f"excluding 0): **{verdict}**"
+            + (
+                " — shipped anyway with --allow-weak-teacher"
+                if gate.get("allow_weak_teacher") and not gate.get("passed")
+                else ""
+            )
+        )
+    out.append("")
+    return out
 
 
 def _num(value: Any) -> str:

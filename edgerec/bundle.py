@@ -181,6 +181,8 @@ class TeacherInfo:
     config: dict[str, Any]
     num_params: int
     metrics: dict[str, float] | None
+    # True when the teacher failed the teacher gate and --allow-weak-teacher shipped it anyway
+    allow_weak_teacher: bool = False
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ def run(
 
     def teacher_logits(inputs: tf.Tensor, selected: tf.Tensor) -> tf.Tensor:
         t_in = tf.pad(inputs, [[0, 0], [pad, 0]]) if pad else inputs
-        hidden = teacher.encode(t_in, training=False)[:, pad:, :]
+        hidden = teacher.cloze_hidden(t_in, training=False)[:, pad:, :]
         logits = teacher.score_hidden(tf.boolean_mask(hidden, selected))
         return tf.stop_gradient(tf.cast(logits, tf.float32))
 

@@ -249,6 +249,7 @@ def identity(data: PackageInput, status: str) -> BundleIdentity:
             config=info.config.to_json(),
             num_params=encoder_params(info.config.model, vocab.num_items),
             metrics=data.quality.get("teacher"),
+            allow_weak_teacher=bool(data.quality.get("allow_weak_teacher", False)),
         ),
         dataset=DatasetInfo(
             name=data.data_name,

@@ -94,16 +94,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     stats.add_argument("dataset", metavar="PATH_OR_NAME", help="movielens-100k or a file")
-    stats.add_argument("--format", default="auto", choices=["auto", "movielens", "recbole", "csv"])
-    stats.add_argument("--user-col", help="user column name (csv/recbole)")
-    stats.add_argument("--item-col", help="item column name (csv/recbole)")
-    stats.add_argument("--time-col", help="timestamp column name (csv/recbole)")
-    stats.add_argument("--delimiter", help="csv delimiter (default: detected)")
-    stats.add_argument("--min-user-interactions", type=int, default=3, help="default 3")
-    stats.add_argument("--min-item-interactions", type=int, default=1, help="default 1")
-    stats.add_argument("--cache-dir", type=Path, help="cache root for named datasets")
+    add_column_options(stats)
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(handler=_stats)
+
+
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to read a log file, shared by every command taking --data.
+
+    Common headers (``user_id``/``item_id``, ``userId``/``movieId``, RecBole's typed
+    ``user_id:token``) are recognised without them.
+    """
+    group = parser.add_argument_group("reading a log file")
+    group.add_argument("--format", default="auto", choices=["auto", "movielens", "recbole", "csv"])
+    group.add_argument("--user-col", help="user column name (csv/recbole; default: detected)")
+    group.add_argument("--item-col", help="item column name (csv/recbole; default: detected)")
+    group.add_argument("--time-col", help="timestamp column name (csv/recbole; default: detected)")
+    group.add_argument("--delimiter", help="csv delimiter (default: detected)")
+    group.add_argument("--min-user-interactions", type=int, default=3, help="default 3")
+    group.add_argument("--min-item-interactions", type=int, default=1, help="default 1")
+    group.add_argument("--cache-dir", type=Path, help="cache root for named datasets")
+
+
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`edgerec.data.load_dataset` from :func:`add_column_options`."""
+    options: dict[str, Any] = {
+        "min_user_interactions": args.min_user_interactions,
+        "min_item_interactions": args.min_item_interactions,
+        "format": args.format,
+        "cache_dir": args.cache_dir,
+    }
+    for key in ("user_col", "item_col", "time_col", "delimiter"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -165,24 +189,7 @@ def _stats(args: argparse.Namespace) -> int:
     from edgerec.data.load import load_dataset
     from edgerec.data.preprocess import dataset_stats
 
-    columns = {
-        key: value
-        for key, value in (
-            ("user_col", args.user_col),
-            ("item_col", args.item_col),
-            ("time_col", args.time_col),
-            ("delimiter", args.delimiter),
-        )
-        if value is not None
-    }
-    dataset = load_dataset(
-        args.dataset,
-        min_user_interactions=args.min_user_interactions,
-        min_item_interactions=args.min_item_interactions,
-        format=args.format,
-        cache_dir=args.cache_dir,
-        **columns,
-    )
+    dataset = load_dataset(args.dataset, **load_options(args))
     stats = dataset_stats(dataset)
     if args.json:
         print(json.dumps(stats, indent=2))

@@ -10,7 +10,14 @@ Three formats are understood:
 * ``csv`` — a generic delimited file with a header naming at least a user, an
   item and a timestamp column (default names ``user``, ``item``, ``timestamp``)
   and optionally an ``event`` column. The delimiter is detected from the header
-  (``,``, ``\\t``, ``;`` or ``|``) unless given.
+  (``,``, ``\\t``, ``;`` or ``|``) unless given. RecBole type suffixes
+  (``user_id:token``) are dropped from csv header names.
+
+Columns not named explicitly are recognised by common spellings, case and ``_``/``-``
+ignored (:data:`COLUMN_ALIASES`): ``user_id``, ``userId``, ``uid``, ``session_id``...
+for the user, ``item_id``, ``movieId``, ``product_id``, ``sku``... for the item,
+``timestamp``, ``ts``, ``time``... for the time. Two columns matching one role is an
+error asking for the option.
 
 Files are read in blocks of whole lines (``chunk_bytes``, default 4 MiB): each
 block is validated (UTF-8, field count), split into columns, and its user/item
@@ -56,6 +63,58 @@ CSV_DEFAULTS = ("user", "item", "timestamp", "event")
 RECBOLE_DEFAULTS = ("user_id", "item_id", "timestamp", None)
 
 _MAX_EXACT_FLOAT = 2.0**53
+
+#: spellings recognised per role when no column name is given, compared after
+#: :func:`_normalise` (lower case, ``_``, ``-``, ``.`` and spaces removed)
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "user": (
+        "user",
+        "userid",
+        "uid",
+        "customerid",
+        "customer",
+        "visitorid",
+        "sessionid",
+        "session",
+        "clientid",
+        "memberid",
+        "accountid",
+    ),
+    "item": (
+        "item",
+        "itemid",
+        "iid",
+        "movieid",
+        "productid",
+        "product",
+        "sku",
+        "articleid",
+        "trackid",
+        "songid",
+        "bookid",
+        "isbn",
+        "asin",
+        "contentid",
+        "videoid",
+        "poiid",
+    ),
+    "time": (
+        "timestamp",
+        "ts",
+        "time",
+        "unixtime",
+        "unixtimestamp",
+        "eventtime",
+        "epoch",
+        "timestampms",
+        "createdat",
+    ),
+    "event": ("event", "eventtype", "action", "behavior", "behaviour", "interaction"),
+}
+
+
+def _normalise(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in "_-. ")
 
 
 @dataclass(frozen=True)
@@ -283,7 +342,7 @@ def _make_layout(
             header = tuple(next(csv.reader([first_line], delimiter=delim)))
         else:
             header = tuple(first_line.split(delim))
-        names = tuple(h.strip() for h in header)
+        names = tuple(_drop_recbole_type(h.strip()) for h in header)
         defaults = CSV_DEFAULTS
         hint = "the first line must be a header naming the columns"
 
@@ -296,6 +355,17 @@ def _make_layout(
             return None
         if name in columns:
             return columns[name]
+        if wanted is None:
+            aliases = COLUMN_ALIASES[role]
+            found = [n for n in names if _normalise(n) in aliases]
+            if len(found) == 1:
+                log.info("%s: using column %r as the %s column", path, found[0], role)
+                return columns[found[0]]
+            if len(found) > 1:
+                raise InputError(
+                    f"{path}:1: several columns could be the {role} column "
+                    f"({', '.join(found)}); name it with --{role}-col / {role}_col="
+                )
         if required or wanted is not None:
             raise InputError(
                 f"{path}:1: missing {role} column {name!r} (header has: {', '.join(names)}); "
@@ -311,6 +381,12 @@ def _make_layout(
     if len({user, item, ts}) < 3:
         raise InputError(f"{path}:1: user, item and time columns must be different columns")
     return _Layout(format, delim, len(header), user, item, ts, event, names, first_line)
+
+
+def _drop_recbole_type(name: str) -> str:
+    """``user_id:token`` -> ``user_id`` (RecBole's typed header); other names unchanged."""
+    base, sep, kind = name.rpartition(":")
+    return base.strip() if sep and base and kind in RECBOLE_TYPES else name
 
 
 def _sniff_delimiter(path: Path, header_line: str) -> str:

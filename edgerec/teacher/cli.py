@@ -17,10 +17,17 @@ examples:
   edgerec train --data movielens-100k --out runs/teacher
   edgerec train --data movielens-100k --out runs/t2 --seed 7 --config teacher.toml
   edgerec train --data events.csv --out runs/shop --strategy mirrored
+  edgerec train --data log.tsv --user-col uid --item-col sku --time-col ts --out runs/t3
 
 The teacher directory holds model.keras, saved_model/ (static [1, L] int32
 signature), vocab.json, teacher.json and history.json. Hyper-parameter defaults
 are documented in edgerec/teacher/default.toml; --config overrides any subset.
+
+After training, the teacher is gated on validation: it must beat most-popular
+and the item-transition baseline (tuned on validation) by a margin whose 95%
+paired-bootstrap CI excludes 0. exit codes: 0 trained and gated; 2 bad input;
+3 the teacher is saved but failed the gate (--allow-weak-teacher: exit 0, and
+teacher.json records the override).
 """
 
 EVAL_EPILOG = """\
@@ -30,28 +37,44 @@ examples:
 
 Protocol: leave-one-out by time (last event = test), full ranking over the whole
 catalog, no sampled negatives; reported with history kept in the ranking, with
-the input-window items excluded, and with all earlier history excluded.
+the input-window items excluded, and with all earlier history excluded. The
+baselines (most popular, item transition, item kNN) have their parameters chosen
+on the validation target and are refitted on everything before the test target.
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``eval`` to the CLI."""
     from edgerec.cli_help import HelpFormatter
+    from edgerec.data.cli import add_column_options
 
     p = sub.add_parser(
         "train",
-        help="train the BERT4Rec teacher",
-        description="Train a BERT4Rec teacher with the Cloze objective, early-stopped on "
-        "validation NDCG@10 (full ranking).",
+        help="train the teacher (BERT4Rec or SASRec)",
+        description="Train a teacher — BERT4Rec with the Cloze objective (default) or SASRec, "
+        "causal next-item (model.kind in --config) — early-stopped on validation NDCG@10 "
+        "(full ranking), then gated against most-popular and the item-transition baseline.",
         epilog=TRAIN_EPILOG,
         formatter_class=HelpFormatter,
     )
     p.add_argument("--data", required=True, help="dataset name (movielens-100k) or a log file")
+    add_column_options(p)
+    p.add_argument(
+        "--allow-weak-teacher",
+        action="store_true",
+        help="exit 0 even when the teacher does not beat the baselines (recorded)",
+    )
     p.add_argument("--out", required=True, type=Path, help="teacher directory to write")
     p.add_argument("--config", type=Path, help="TOML file overriding default.toml")
     p.add_argument("--seed", type=int, help="random seed (default: config train.seed)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: config)")
     p.add_argument("--patience", type=int, help="early-stopping patience (default: config)")
+    p.add_argument(
+        "--steps", type=int, help="optimizer-step budget, replaces --epochs (train.max_steps)"
+    )
+    p.add_argument(
+        "--min-steps", type=int, help="no early stop before this many steps (train.min_steps)"
+    )
     p.add_argument(
         "--strategy",
         default="default",
@@ -71,15 +94,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("teacher", type=Path, help="teacher directory written by 'edgerec train'")
     e.add_argument("--data", required=True, help="dataset name (movielens-100k) or a log file")
+    add_column_options(e)
     e.add_argument("--bootstrap", type=int, default=2000, help="paired-bootstrap resamples")
     e.add_argument("--json", action="store_true", help="print machine-readable JSON")
     e.set_defaults(handler=run_eval)
 
 
-def _load_split(data: str):
+def _load_split(args: argparse.Namespace):
     from edgerec.data import leave_one_out, load_dataset
+    from edgerec.data.cli import load_options
 
-    dataset = load_dataset(data)
+    dataset = load_dataset(args.data, **load_options(args))
     return dataset, leave_one_out(dataset)
 
 
@@ -88,9 +113,14 @@ def run_train(args: argparse.Namespace) -> int:
     from edgerec.teacher.config import TeacherConfig
 
     config = TeacherConfig.from_toml(args.config).with_overrides(
-        seed=args.seed, epochs=args.epochs, patience=args.patience
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        max_steps=args.steps,
+        min_steps=args.min_steps,
     )
-    dataset, split = _load_split(args.data)
+    dataset, split = _load_split(args)
+    from edgerec.features import FeatureSpec
     from edgerec.teacher.artifacts import save_teacher
     from edgerec.teacher.train import train_teacher
 
@@ -120,24 +150,58 @@ def run_train(args: argparse.Namespace) -> int:
         "seed": config.train.seed,
         "strategy": args.strategy,
         "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
+        "epochs_run": result.history[-1].epoch if result.history else 0,
+        "best_step": result.best_step,
+        "steps": result.steps,
         "best_valid": result.best_valid,
         "train_seconds": round(result.seconds, 1),
     }
+    from edgerec.teacher.baselines import fit_baselines
+    from edgerec.teacher.evaluate import compare_with_popularity
+    from edgerec.teacher.gate import enforce, gate_scorer
+    from edgerec.teacher.scoring import KerasScorer
+
+    scorer = KerasScorer(result.model, FeatureSpec(config.model.max_len, split.vocab.num_items))
+    suite = fit_baselines(split)
+    gate, _ = gate_scorer(scorer, split, suite)
+    meta["teacher_gate"] = {**gate.to_json(), "allow_weak_teacher": args.allow_weak_teacher}
+    meta["baselines"] = suite.params()
     history = [asdict(h) for h in result.history]
     save_teacher(args.out, result.model, split.vocab, config, meta, history)
     shutil.rmtree(checkpoints, ignore_errors=True)
+    test = compare_with_popularity(scorer, scorer.spec, split, modes=("none",), suite=suite)
+    meta["test"] = test
     meta["total_seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         print(json.dumps(meta, indent=2))
     else:
         v = result.best_valid
         print(
-            f"teacher saved to {args.out}: best epoch {result.best_epoch}/{len(result.history)}, "
+            f"teacher saved to {args.out}: best epoch {result.best_epoch}/{meta['epochs_run']} "
+            f"(step {result.best_step}/{result.steps}), "
             f"valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f} "
             f"({result.seconds:.0f} s)"
         )
+        _print_test_table(test, "teacher")
+    enforce(gate, args.allow_weak_teacher, "edgerec train")
     return 0
+
+
+def _print_test_table(result: dict, label: str) -> None:
+    from edgerec.metrics import format_table
+    from edgerec.teacher.evaluate import baseline_lines
+
+    for mode in result["modes"].values():
+        rows = [(label, mode["teacher"]), ("most popular", mode["popularity"])]
+        rows += [(name, b["metrics"]) for name, b in mode.get("baselines", {}).items()]
+        print(format_table(rows, mode["protocol"]))
+        b = mode["bootstrap_ndcg_teacher_minus_popularity"]
+        print(
+            f"{label} - popularity NDCG@10: {b['diff']:+.4f} "
+            f"(95% paired bootstrap CI {b['low']:+.4f} .. {b['high']:+.4f}, "
+            f"{result['num_users']} users)"
+        )
+        print("\n".join(baseline_lines(mode, label)) + "\n")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -146,35 +210,31 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgerec.teacher.artifacts import read_teacher_info
 
     info = read_teacher_info(args.teacher)
-    _, split = _load_split(args.data)
+    _, split = _load_split(args)
     if split.vocab.sha256() != info.vocab.sha256():
         raise InputError(
             f"{args.teacher}: the teacher's vocabulary ({info.vocab.num_items} items) does not "
             f"match the data {args.data!r} ({split.vocab.num_items} items); evaluate on the "
             "dataset the teacher was trained on"
         )
-    from edgerec.metrics import format_table
     from edgerec.teacher.artifacts import load_teacher
+    from edgerec.teacher.baselines import fit_baselines
     from edgerec.teacher.evaluate import compare_with_popularity
     from edgerec.teacher.scoring import KerasScorer
 
     info, model = load_teacher(args.teacher)
     scorer = KerasScorer(model, info.feature_spec)
     result = compare_with_popularity(
-        scorer, info.feature_spec, split, bootstrap_resamples=args.bootstrap
+        scorer,
+        info.feature_spec,
+        split,
+        bootstrap_resamples=args.bootstrap,
+        suite=fit_baselines(split),
     )
     result["teacher"] = str(args.teacher)
     result["seed"] = info.meta.get("seed")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    for mode in result["modes"].values():
-        rows = [("BERT4Rec teacher", mode["teacher"]), ("most popular", mode["popularity"])]
-        print(format_table(rows, mode["protocol"]))
-        b = mode["bootstrap_ndcg_teacher_minus_popularity"]
-        print(
-            f"teacher - popularity NDCG@10: {b['diff']:+.4f} "
-            f"(95% paired bootstrap CI {b['low']:+.4f} .. {b['high']:+.4f}, "
-            f"{result['num_users']} users)\n"
-        )
+    _print_test_table(result, f"{getattr(info.config.model, 'kind', 'bert4rec')} teacher")
     return 0

@@ -14,12 +14,17 @@ from typing import Any, ClassVar
 from edgerec.config import TomlConfig
 from edgerec.errors import InputError
 
+#: teacher architectures: bidirectional Cloze (BERT4Rec) or causal next-item (SASRec)
+MODEL_KINDS = ("bert4rec", "sasrec")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a BERT4Rec encoder (teacher or student).
 
     ``max_len`` None is only meaningful for a student: it then takes the teacher's.
+    ``kind`` picks the teacher's architecture (see :mod:`edgerec.teacher.model`); the
+    converter's student is always BERT4Rec-form.
     """
 
     max_len: int | None = 50
@@ -31,9 +36,14 @@ class ModelConfig:
     attention_dropout: float = 0.2
     mask_value: float = -1e9
     gelu_approximate: bool = True
+    kind: str = "bert4rec"
 
     def validate(self, table: str = "model") -> None:
         """Raise :class:`InputError` for impossible settings (named ``table.key``)."""
+        if self.kind not in MODEL_KINDS:
+            raise InputError(
+                f"{table}.kind must be one of {', '.join(MODEL_KINDS)} (got {self.kind!r})"
+            )
         if self.max_len is not None and self.max_len < 2:
             raise InputError(f"{table}.max_len must be at least 2 (got {self.max_len})")
         for name in ("d_model", "num_blocks", "num_heads", "ffn_dim"):
@@ -76,6 +86,14 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 42
     precision: str = "float32"
+    # The schedule in optimizer steps (0 = off: epochs / patience in epochs); see
+    # edgerec.teacher.loop. 0 here so a teacher.json from before reads back unchanged.
+    max_steps: int = 0
+    warmup_steps: int = 0
+    eval_every_steps: int = 0
+    patience_steps: int = 0
+    min_steps: int = 0
+    min_masked: int = 1
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
@@ -124,6 +142,11 @@ def validate_cloze(config: Any, table: str) -> None:
         raise InputError(
             f"{table}.negative_distortion must be in [0, 1] (got {config.negative_distortion})"
         )
+    for name in ("max_steps", "warmup_steps", "eval_every_steps", "patience_steps", "min_steps"):
+        if getattr(config, name, 0) < 0:
+            raise InputError(f"{table}.{name} must be >= 0 (got {getattr(config, name)})")
+    if getattr(config, "min_masked", 1) < 1:
+        raise InputError(f"{table}.min_masked must be >= 1 (got {config.min_masked})")
 
 
 @dataclass(frozen=True)

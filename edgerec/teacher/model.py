@@ -14,6 +14,15 @@ Inference ``call(items)`` takes ``[B, L]`` int32 ids (left-padded, ``[MASK]``
 last, see :mod:`edgerec.features`) and returns ``[B, n]`` scores of the masked
 last position. Training uses :meth:`BERT4Rec.encode` plus
 :meth:`BERT4Rec.score_hidden` on the masked positions only.
+
+:class:`SASRec` is the causal variant (``model.kind = "sasrec"``): the same layers
+with attention restricted to earlier positions, trained to predict the next item at
+every position (:func:`edgerec.teacher.cloze.causal_epoch`). It keeps the export
+contract: it takes the same ``[1, L]`` rows (the trailing ``[MASK]`` is ignored, as
+causal attention never lets an earlier position see it) and scores from the last
+real position, ``L - 2``. :meth:`BERT4Rec.cloze_hidden` gives, for either kind, the
+hidden state that predicts the item *at* each position of a Cloze row, which is how
+the converter's (BERT4Rec-form) student reads a teacher's soft targets.
 """
 
 from __future__ import annotations
@@ -198,6 +207,11 @@ class BERT4Rec(keras.Model):
         hidden = self.encode(items, training=training)
         return self.score_hidden(hidden[:, -1, :])
 
+    def cloze_hidden(self, items: Any, training: bool = False) -> Any:
+        """``[B, L, d]``: position ``t`` holds the hidden state predicting the item at ``t``
+        of a Cloze row (``[MASK]`` where an item is hidden)."""
+        return self.encode(items, training=training)
+
     def get_config(self) -> dict[str, Any]:
         cfg = {k: getattr(self.model_cfg, k) for k in ModelConfig.__dataclass_fields__}
         return {"num_items": self.num_items, "cfg": cfg, "name": self.name}
@@ -205,6 +219,48 @@ class BERT4Rec(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BERT4Rec:
         return cls(config["num_items"], config["cfg"], name=config.get("name"))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SASRec(BERT4Rec):
+    """Causal next-item transformer (SASRec-style) with BERT4Rec's layers and contract.
+
+    Attention is restricted to the same and earlier positions, and position ``t`` is
+    trained to predict the item at ``t + 1``. Rows are the shared ``[B, L]`` form with
+    ``[MASK]`` last; the score comes from position ``L - 2``, the last history item.
+    """
+
+    def encode(self, items: Any, training: bool = False) -> Any:
+        items = ops.cast(items, "int32")
+        length = ops.shape(items)[1]
+        causal = ops.tril(ops.ones((length, length), dtype="bool"))[None, None, :, :]
+        key_mask = ops.logical_and(ops.not_equal(items, 0)[:, None, None, :], causal)
+        x = self.item_embedding(items)
+        x = x + ops.cast(self.position_embedding, x.dtype)[None, :, :]
+        x = self.embed_drop(self.embed_norm(x), training=training)
+        for block in self.blocks:
+            x = block(x, key_mask, training=training)
+        return x
+
+    def call(self, items: Any, training: bool = False) -> Any:
+        """Next-item scores ``[B, n]`` from the last history position of each row."""
+        hidden = self.encode(items, training=training)
+        return self.score_hidden(hidden[:, -2, :])
+
+    def cloze_hidden(self, items: Any, training: bool = False) -> Any:
+        """For a Cloze row: hidden masked items become padding (the causal model never
+        saw ``[MASK]`` inside a row) and position ``t`` takes the state of ``t - 1``."""
+        items = ops.cast(items, "int32")
+        mask_id = self.num_items + 1
+        visible = ops.where(ops.equal(items, mask_id), ops.zeros_like(items), items)
+        hidden = self.encode(visible, training=training)
+        return ops.concatenate([ops.zeros_like(hidden[:, :1, :]), hidden[:, :-1, :]], axis=1)
+
+
+def build_model(num_items: int, cfg: ModelConfig, name: str | None = None) -> BERT4Rec:
+    """The teacher network of ``cfg.kind`` (``"bert4rec"`` or ``"sasrec"``)."""
+    cls = SASRec if cfg.kind == "sasrec" else BERT4Rec
+    return cls(num_items, cfg, name=name or cfg.kind)
 
 
 def serving_signature(max_len: int) -> list[tf.TensorSpec]:

@@ -23,9 +23,10 @@ import tensorflow as tf
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
+from edgerec.teacher.cloze import causal_epoch
 from edgerec.teacher.config import TeacherConfig, TrainConfig
 from edgerec.teacher.loop import ClozeSchedule, EpochLog, train_cloze
-from edgerec.teacher.model import BERT4Rec
+from edgerec.teacher.model import BERT4Rec, build_model
 from edgerec.teacher.scoring import KerasScorer
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class TrainResult:
     best_valid: dict[str, float]
     history: list[EpochLog] = field(default_factory=list)
     seconds: float = 0.0
+    best_step: int = 0
+    steps: int = 0
 
 
 def sampling_unigrams(split: LeaveOneOutSplit, num_items: int) -> list[float]:
@@ -162,7 +165,11 @@ def train_teacher(
     checkpoint_dir: str | Path | None = None,
     valid_split: LeaveOneOutSplit | None = None,
 ) -> TrainResult:
-    """Train a BERT4Rec teacher on ``split.train`` with early stopping on validation.
+    """Train a teacher on ``split.train`` with early stopping on validation.
+
+    ``config.model.kind`` picks BERT4Rec (Cloze windows) or SASRec (causal, the next
+    item at every position); both use the same loss (full softmax or sampled softmax
+    over the catalog at the labelled positions) and the same loop.
 
     With ``checkpoint_dir``, the best epoch's weights are also written to
     ``checkpoint_dir/best.weights.h5`` whenever validation NDCG@10 improves, so an
@@ -180,7 +187,7 @@ def train_teacher(
     keras.mixed_precision.set_global_policy(policy)
     try:
         with strat.scope():
-            model = BERT4Rec(spec.num_items, mc, name="bert4rec")
+            model = build_model(spec.num_items, mc)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     with strat.scope():
@@ -230,10 +237,30 @@ def train_teacher(
         progress=progress,
         on_epoch=on_epoch,
         checkpoint_dir=checkpoint_dir,
+        samples=_causal_samples(split, spec, tc) if mc.kind == "sasrec" else None,
     )
     if policy != "float32":
         model = float32_copy(model)
-    return TrainResult(model, loop.best_epoch, loop.best_valid, loop.history, loop.seconds)
+    return TrainResult(
+        model,
+        loop.best_epoch,
+        loop.best_valid,
+        loop.history,
+        loop.seconds,
+        loop.best_step,
+        loop.steps,
+    )
+
+
+def _causal_samples(
+    split: LeaveOneOutSplit, spec: FeatureSpec, tc: TrainConfig
+) -> Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    """Next-item windows of ``split.train`` for the causal (SASRec) teacher."""
+
+    def epoch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return causal_epoch(split.train, spec.max_len, spec.mask_id, tc.windows_per_length, rng)
+
+    return epoch
 
 
 def float32_copy(model: BERT4Rec) -> BERT4Rec:
@@ -241,7 +268,7 @@ def float32_copy(model: BERT4Rec) -> BERT4Rec:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        clone = BERT4Rec(model.num_items, model.model_cfg, name=model.name)
+        clone = type(model)(model.num_items, model.model_cfg, name=model.name)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     clone.set_weights(model.get_weights())
