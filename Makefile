@@ -7,6 +7,11 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 BIN     = $(VENV)/bin
 RUNS   ?= runs
+# The default BERT4Rec teacher does not yet beat the tuned item-transition baseline on
+# ML-100K validation by a margin whose CI excludes 0 (the teacher gate, issue 11), so the
+# demo keeps it explicitly; the gate's verdict is printed and the bundle records it.
+# `make demo DEMO_GATE=` shows the gate refusing it (exit 3).
+DEMO_GATE ?= --allow-weak-teacher
 BUNDLES ?= bundles
 
 .PHONY: demo test test-fast lint venv clean bench postgres
@@ -21,10 +26,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/edgerec data fetch movielens-100k
-	$(BIN)/edgerec train --data movielens-100k --out $(RUNS)/teacher
+	$(BIN)/edgerec train --data movielens-100k --out $(RUNS)/teacher $(DEMO_GATE)
 	$(BIN)/edgerec eval $(RUNS)/teacher --data movielens-100k
 	$(BIN)/edgerec convert --teacher $(RUNS)/teacher --data movielens-100k \
-		--out $(BUNDLES)/ml100k --force
+		--out $(BUNDLES)/ml100k --force $(DEMO_GATE)
 	$(PY) examples/quickstart.py $(BUNDLES)/ml100k
 
 lint: venv
