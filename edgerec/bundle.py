@@ -167,6 +167,9 @@ class TeacherInfo:
     config: dict[str, Any]
     num_params: int
     metrics: dict[str, float] | None
+    # kind, contract (teacher.toml as parsed) and soft-target cache key of a teacher
+    # edgerec did not train (docs/teacher-contract.md); None for a teacher directory
+    contract: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
