@@ -21,6 +21,13 @@ examples:
       --config convert.toml --force --json > convert.json
   edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/small \\
       --targets tflite --precisions fp32,int8-dynamic --epochs 20 --no-gpu
+  edgerec convert --teacher my-sasrec/teacher.toml --data movielens-100k --out bundles/byo
+
+A teacher edgerec did not train (Keras, SavedModel, ONNX, a model server) is described
+by a teacher.toml (docs/teacher-contract.md). It is checked, must beat most-popular on
+the validation split (else exit 3), and is asked once for its soft targets, cached in
+~/.cache/edgerec/soft-targets per teacher + data: a re-run with other student
+settings does not query the teacher again.
 
 Passes: distil (student on the teacher's soft targets) -> SavedModel [1, L] ->
 TFLite fp32/fp16/int8-dynamic/int8 and ONNX fp32/fp16/int8-dynamic -> GPU variant
@@ -47,7 +54,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--teacher", required=True, type=Path, help="teacher dir ('edgerec train')")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        type=Path,
+        help="teacher dir ('edgerec train') or a teacher.toml (docs/teacher-contract.md)",
+    )
+    p.add_argument(
+        "--teacher-cache",
+        type=Path,
+        help="soft-target cache dir of a teacher.toml teacher (default ~/.cache/edgerec)",
+    )
+    p.add_argument(
+        "--no-teacher-cache", action="store_true", help="do not read or write the soft-target cache"
+    )
     p.add_argument("--data", required=True, help="dataset name (movielens-100k) or a log file")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     p.add_argument("--config", type=Path, help="TOML file overriding default.toml")
@@ -106,6 +126,7 @@ def run_convert(args: argparse.Namespace) -> int:
             force=args.force,
             progress=not args.no_progress,
             keep_work=args.keep_work,
+            teacher_cache=False if args.no_teacher_cache else (args.teacher_cache or True),
         )
     except GateFailed as exc:
         if exc.result is None:

@@ -227,8 +227,9 @@ def identity(data: PackageInput, status: str) -> BundleIdentity:
             fingerprint=info.fingerprint,
             path=str(data.teacher_dir),
             config=info.config.to_json(),
-            num_params=getattr(info, "num_params", None)
-            or encoder_params(info.config.model, vocab.num_items),
+            num_params=info.num_params  # a teacher.toml teacher states its own
+            if hasattr(info, "num_params")
+            else encoder_params(info.config.model, vocab.num_items),
             metrics=data.quality.get("teacher"),
             contract=getattr(info, "contract", None),
         ),
