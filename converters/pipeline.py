@@ -388,7 +388,8 @@ def _convert(
             package.PackageOptions(prepared.out_dir, prepared.force, work, cfg.validation.threads),
         )
     if external is not None:
-        summary["teacher"] = {**external.info.contract, "soft_targets": external.cache}
+        cache = {**external.cache, "model_calls": external.scorer.model_calls}
+        summary["teacher"] = {**external.info.contract, "soft_targets": cache}
     status = summary["status"]
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING
     log.log(level, "bundle %s published to %s", status.upper(), prepared.out_dir)

@@ -208,6 +208,28 @@ def compute(
     return SoftTargets(top_values, top_items, log_z, row_of, n)
 
 
+class ScoreTable:
+    """The teacher's scores of given histories, found again by the history's items.
+
+    The same history gives the same scores, so a table keyed by the history's bytes
+    answers the teacher gate and the quality pass on a re-run without the teacher.
+    """
+
+    def __init__(self, histories: list[np.ndarray], scores: np.ndarray) -> None:
+        self.scores = np.asarray(scores, np.float32)
+        self.index = {_history_key(h): i for i, h in enumerate(histories)}
+
+    def lookup(self, histories: list[np.ndarray]) -> np.ndarray | None:
+        rows = [self.index.get(_history_key(h)) for h in histories]
+        if any(r is None for r in rows):
+            return None
+        return self.scores[np.asarray(rows, np.int64)]
+
+
+def _history_key(history: np.ndarray) -> bytes:
+    return np.asarray(history, np.int32).tobytes()
+
+
 def cached_soft_targets(
     scorer: ContractScorer,
     split: LeaveOneOutSplit,
