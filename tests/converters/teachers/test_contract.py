@@ -126,3 +126,32 @@ def test_csv_and_recbole_vocabularies(tmp_path, walk_split):
     text = ONNX.replace('path = "items.json"', 'path = "gap.csv"\nformat = "csv"')
     with pytest.raises(InputError, match="without gaps"):
         build_mapping(load_contract(write_descriptor(tmp_path, text)), walk_split.vocab)
+
+
+def test_kind_edgerec_is_todays_teacher_directory(tmp_path, walk_split):
+    from edgerec.converters.pipeline import prepare
+    from tests.converters.conftest import fake_teacher
+
+    fake_teacher(tmp_path / "runs" / "teacher", walk_split.vocab)
+    descriptor = write_descriptor(tmp_path, 'kind = "edgerec"\npath = "runs/teacher"\n')
+    from tests.converters.tiny import tiny_config
+
+    prepared = prepare(descriptor, walk_split, tmp_path / "out", tiny_config())
+    assert prepared.teacher_dir == tmp_path / "runs" / "teacher"
+    assert prepared.contract.kind == "edgerec" and not prepared.external
+
+
+def test_external_teacher_prepare_checks_the_student_settings(tmp_path, walk_split):
+    from edgerec.converters.pipeline import prepare
+    from tests.converters.tiny import tiny_config
+
+    write_items(tmp_path, ["[PAD]", *walk_split.vocab.item_ids])
+    descriptor = write_descriptor(tmp_path, ONNX)
+    prepared = prepare(descriptor, walk_split, tmp_path / "out", tiny_config())
+    assert prepared.external and prepared.student_cfg.max_len == 25  # 24 history + [MASK]
+    with pytest.raises(InputError, match="init_from_teacher needs edgerec's own teacher"):
+        prepare(
+            descriptor, walk_split, tmp_path / "o2", tiny_config(distil={"init_from_teacher": True})
+        )
+    with pytest.raises(InputError, match="teacher descriptor not found"):
+        prepare(tmp_path / "missing.toml", walk_split, tmp_path / "o3")

@@ -31,13 +31,16 @@ def test_onnx_teacher_distils_into_an_accepted_bundle(keras_teacher, walk_split,
         "export": {"targets": ["onnx"], "precisions": ["fp32"], "gpu": False},
         "gates": {"quality_min_ratio": 0.5},
     }
+    tables = {k: dict(v) for k, v in tiny.TINY_CONVERT.items()}
+    for table, values in cfg.items():
+        tables.setdefault(table, {}).update(values)
     config = tmp_path / "convert.toml"
-    config.write_text(tiny.toml_text(cfg))
+    config.write_text(tiny.toml_text(tables))
     cache = tmp_path / "cache"
     out = tmp_path / "bundle"
     args = ["convert", "--teacher", str(descriptor), "--data", str(tiny.tiny_data()),
             "--config", str(config), "--teacher-cache", str(cache), "--no-progress"]  # fmt: skip
-    assert main([*args, "--out", str(out), "--d-model", "16"]) == 0
+    assert main([*args, "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     teacher = manifest["teacher"]
     assert teacher["contract"]["kind"] == "onnx"
