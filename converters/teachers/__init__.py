@@ -18,7 +18,7 @@ from edgerec.errors import InputError
 from edgerec.vocab import Vocab
 
 from .base import ContractScorer, TeacherScorer
-from .contract import TeacherContract, edgerec_contract, load_contract
+from .contract import TeacherContract, load_contract
 from .vocab_map import VocabMapping, build_mapping
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "TeacherScorer",
     "VocabMapping",
     "build_mapping",
-    "edgerec_contract",
     "load_contract",
     "open_teacher",
 ]

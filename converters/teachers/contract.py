@@ -226,7 +226,3 @@ def load_contract(path: str | Path) -> TeacherContract:
     data = {**data, "_base_dir": str(path.resolve().parent)}
     return load(TeacherContract, data, source)
 
-
-def edgerec_contract(teacher_dir: str | Path) -> TeacherContract:
-    """The contract of today's teacher directory (``edgerec train``), for the manifest."""
-    return TeacherContract(kind="edgerec", path=str(teacher_dir), base_dir=".")

@@ -195,7 +195,10 @@ def prepare_external(
     """Steps 1-3 of the module docstring."""
     mapping = build_mapping(contract, split.vocab)
     fingerprint, runtime = model_fingerprint(contract)
-    key = cache_key(fingerprint, contract.canonical(), data_fingerprint(split), top_k)
+    from edgerec._hashing import sha256_file
+
+    described = contract.canonical() + sha256_file(contract.vocabulary_path).encode()
+    key = cache_key(fingerprint, described, data_fingerprint(split), top_k)
     scorer = LazyScorer(contract, mapping, fingerprint, runtime)
     targets_path = tables_path = None
     if cache_dir is not None:
