@@ -10,7 +10,7 @@ time, and a second conversion with another student (``--second-d-model``) that m
 the soft targets from the cache (``model_calls == 0``).
 
     nice -n 5 .venv/bin/python benchmarks/bench_byo_teacher.py --seeds 0,1,2
-    .venv/bin/python benchmarks/bench_byo_teacher.py --smoke   # ~15 min, numbers mean nothing
+    .venv/bin/python benchmarks/bench_byo_teacher.py --smoke   # a few minutes, numbers mean nothing
 
 Results: ``benchmarks/results/byo_teacher.json`` (``--results``); bundles, teachers and
 the soft-target cache under ``--out`` (``benchmarks/out/byo``, not committed).

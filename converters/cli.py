@@ -162,6 +162,15 @@ def summary_text(summary: dict) -> str:
             f"[{b['low']:+.4f}, {b['high']:+.4f}], {b['n']} users"
         )
     lines.append(f"protocol: {q.get('protocol', '')}")
+    teacher = summary.get("teacher")
+    if teacher:  # a teacher.toml teacher
+        cache = teacher.get("soft_targets", {})
+        source = "from the cache" if cache.get("hit") else "computed and cached"
+        lines.append(
+            f"teacher: {teacher.get('kind')} ({teacher.get('descriptor')}); soft targets "
+            f"{source} (key {str(cache.get('key', ''))[:12]}), {cache.get('model_calls', '?')} "
+            "teacher model call(s)"
+        )
     for failure in summary.get("gates", {}).get("failures", []):
         lines.append(f"gate failed: {failure}")
     total = summary.get("timings", {}).get("total")

@@ -225,4 +225,3 @@ def load_contract(path: str | Path) -> TeacherContract:
         raise InputError(f"{path}: unknown key '_base_dir'")
     data = {**data, "_base_dir": str(path.resolve().parent)}
     return load(TeacherContract, data, source)
-
