@@ -23,6 +23,13 @@ examples:
       --targets tflite --precisions fp32,int8-dynamic --epochs 20 --no-gpu
   edgerec convert --teacher runs/teacher --data movielens-100k --out bundles/ml100k \\
       --sign-key keys/edgerec-bundle.key       # signed before the atomic publish
+  edgerec convert --teacher my-sasrec/teacher.toml --data movielens-100k --out bundles/byo
+
+A teacher edgerec did not train (Keras, SavedModel, ONNX, a model server) is described
+by a teacher.toml (docs/teacher-contract.md). It is checked, must beat most-popular on
+the validation split (else exit 3), and is asked once for its soft targets, cached in
+~/.cache/edgerec/soft-targets per teacher + data: a re-run with other student
+settings does not query the teacher again.
 
 Passes: distil (student on the teacher's soft targets) -> SavedModel [1, L] ->
 TFLite fp32/fp16/int8-dynamic/int8 and ONNX fp32/fp16/int8-dynamic -> GPU variant
@@ -51,7 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--teacher", required=True, type=Path, help="teacher dir ('edgerec train')")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        type=Path,
+        help="teacher dir ('edgerec train') or a teacher.toml (docs/teacher-contract.md)",
+    )
+    p.add_argument(
+        "--teacher-cache",
+        type=Path,
+        help="soft-target cache dir of a teacher.toml teacher (default ~/.cache/edgerec)",
+    )
+    p.add_argument(
+        "--no-teacher-cache", action="store_true", help="do not read or write the soft-target cache"
+    )
     p.add_argument("--data", required=True, help="dataset name (movielens-100k) or a log file")
     add_column_options(p)
     p.add_argument(
@@ -131,6 +151,7 @@ def run_convert(args: argparse.Namespace) -> int:
             sign_key=sign_key,
             load_options=load_options(args),
             allow_weak_teacher=args.allow_weak_teacher,
+            teacher_cache=False if args.no_teacher_cache else (args.teacher_cache or True),
         )
     except GateFailed as exc:
         if exc.result is None:
@@ -169,6 +190,15 @@ def summary_text(summary: dict) -> str:
 
     lines += baseline_lines(q)
     lines.append(f"protocol: {q.get('protocol', '')}")
+    teacher = summary.get("teacher")
+    if teacher:  # a teacher.toml teacher
+        cache = teacher.get("soft_targets", {})
+        source = "from the cache" if cache.get("hit") else "computed and cached"
+        lines.append(
+            f"teacher: {teacher.get('kind')} ({teacher.get('descriptor')}); soft targets "
+            f"{source} (key {str(cache.get('key', ''))[:12]}), {cache.get('model_calls', '?')} "
+            "teacher model call(s)"
+        )
     for failure in summary.get("gates", {}).get("failures", []):
         lines.append(f"gate failed: {failure}")
     total = summary.get("timings", {}).get("total")

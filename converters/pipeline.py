@@ -9,6 +9,12 @@
 The passes live in :mod:`edgerec.converters.passes`; this module only checks the
 inputs, wires the passes together and decides the bundle's status.
 
+The teacher is a directory written by ``edgerec train`` or a ``teacher.toml``
+descriptor (:mod:`edgerec.converters.teachers`, ``docs/teacher-contract.md``): a Keras
+file, a SavedModel, an ONNX file or a model server. Such a teacher is checked, gated
+against most-popular and asked once for its soft targets (cached per teacher + data)
+in the load-teacher step; distillation then reads the cache.
+
 Bad input raises :class:`~edgerec.errors.InputError` (exit 2) before anything is
 trained. A failed gate still publishes the bundle, with ``status: rejected`` in
 its manifest (``edgerec.bundle.open_bundle`` refuses it), then raises
@@ -27,7 +33,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,7 @@ from edgerec.errors import InputError
 
 if TYPE_CHECKING:
     from edgerec.converters.passes.distil import StudentArtifact
+    from edgerec.converters.teachers.contract import TeacherContract
     from edgerec.teacher.artifacts import TeacherInfo
     from edgerec.teacher.config import ModelConfig
 
@@ -49,8 +56,8 @@ log = logging.getLogger(__name__)
 class Prepared:
     """Checked inputs of a conversion (everything :func:`prepare` validated)."""
 
-    teacher_dir: Path
-    teacher_info: TeacherInfo
+    teacher_dir: Path  # the teacher directory, or the teacher.toml of any other kind
+    teacher_info: TeacherInfo | None  # None for a teacher edgerec did not train
     split: LeaveOneOutSplit
     data_name: str
     config: ConvertConfig
@@ -58,6 +65,13 @@ class Prepared:
     out_dir: Path
     force: bool
     allow_weak_teacher: bool = False
+    contract: TeacherContract | None = None  # from --teacher teacher.toml
+    teacher_cache: Path | None = None  # soft-target cache directory (None: no cache)
+
+    @property
+    def external(self) -> bool:
+        """True for a teacher.toml of kind keras / savedmodel / onnx / remote."""
+        return self.contract is not None and self.contract.kind != "edgerec"
 
 
 @dataclass
@@ -106,6 +120,59 @@ def _load_split(
     return leave_one_out(dataset), dataset.name or str(data)
 
 
+def teacher_descriptor(teacher: str | Path) -> Path | None:
+    """The ``teacher.toml`` that ``--teacher`` names (a file, or a folder holding one
+    and no ``teacher.json``), or None for a teacher directory."""
+    path = Path(teacher)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise InputError(f"{path}: teacher descriptor not found")
+        return path
+    if path.is_dir() and (path / "teacher.toml").is_file() and not (path / "teacher.json").exists():
+        return path / "teacher.toml"
+    return None
+
+
+def _prepare_external(
+    contract: TeacherContract,
+    descriptor: Path,
+    data: str | Path | LeaveOneOutSplit,
+    config: ConvertConfig,
+    out_dir: Path,
+    force: bool,
+    teacher_cache: Path | None,
+    load_options: dict[str, Any] | None = None,
+    allow_weak_teacher: bool = False,
+) -> Prepared:
+    """:func:`prepare` for a teacher edgerec did not train (its model loads later)."""
+    from edgerec.converters.config import validate_student
+
+    if config.distil.init_from_teacher:
+        raise InputError(
+            f"{descriptor}: distil.init_from_teacher needs edgerec's own teacher (it copies "
+            "the item table); set it to false for a teacher of kind " + repr(contract.kind)
+        )
+    validate_student(config.student)
+    max_len = config.student.max_len or contract.input.history_len + 1
+    student_cfg = replace(config.student, max_len=max_len)
+    split, name = _load_split(data, load_options)
+    if len(split.train) < 2:
+        raise InputError(f"{name}: needs at least 2 users (got {len(split.train)})")
+    return Prepared(
+        descriptor,
+        None,
+        split,
+        name,
+        config,
+        student_cfg,
+        out_dir,
+        force,
+        allow_weak_teacher=allow_weak_teacher,
+        contract=contract,
+        teacher_cache=teacher_cache,
+    )
+
+
 def prepare(
     teacher: str | Path,
     data: str | Path | LeaveOneOutSplit,
@@ -114,6 +181,7 @@ def prepare(
     force: bool = False,
     load_options: dict[str, Any] | None = None,
     allow_weak_teacher: bool = False,
+    teacher_cache: Path | None = None,
 ) -> Prepared:
     """Every input check, before any training (no TensorFlow import).
 
@@ -121,11 +189,29 @@ def prepare(
     (format, column names, filters) for a log file.
     """
     from edgerec.converters.passes.distil import resolve_student
+    from edgerec.converters.teachers.contract import load_contract
     from edgerec.teacher.artifacts import read_teacher_info
 
     config = (config or ConvertConfig.defaults()).validate()
     out_dir = Path(out)
     check_output_dir(out_dir, force)
+    contract = None
+    descriptor = teacher_descriptor(teacher)
+    if descriptor is not None:
+        contract = load_contract(descriptor)
+        if contract.kind != "edgerec":
+            return _prepare_external(
+                contract,
+                descriptor,
+                data,
+                config,
+                out_dir,
+                force,
+                teacher_cache,
+                load_options=load_options,
+                allow_weak_teacher=allow_weak_teacher,
+            )
+        teacher = contract.model_path
     info = read_teacher_info(teacher)
     split, name = _load_split(data, load_options)
     if split.vocab.sha256() != info.vocab.sha256():
@@ -146,7 +232,16 @@ def prepare(
     if len(split.train) < 2:
         raise InputError(f"{name}: needs at least 2 users (got {len(split.train)})")
     return Prepared(
-        Path(teacher), info, split, name, config, student_cfg, out_dir, force, allow_weak_teacher
+        Path(teacher),
+        info,
+        split,
+        name,
+        config,
+        student_cfg,
+        out_dir,
+        force,
+        allow_weak_teacher=allow_weak_teacher,
+        contract=contract,
     )
 
 
@@ -163,11 +258,13 @@ def convert(
     sign_key: Any = None,
     load_options: dict[str, Any] | None = None,
     allow_weak_teacher: bool = False,
+    teacher_cache: Path | None | bool = True,
 ) -> ConvertResult:
     """Distil, export, quantize, validate, gate and bundle.
 
     Args:
-        teacher: teacher directory written by ``edgerec train``.
+        teacher: teacher directory written by ``edgerec train``, or a ``teacher.toml``
+            (``docs/teacher-contract.md``).
         data: dataset name (``movielens-100k``), log file, or a ready
             :class:`LeaveOneOutSplit` (tests); its vocabulary must be the teacher's.
         out: bundle directory to publish (atomically).
@@ -183,6 +280,8 @@ def convert(
         allow_weak_teacher: distil a teacher that fails the teacher gate anyway
             (recorded in the manifest); otherwise it raises
             :class:`~edgerec.teacher.gate.WeakTeacherError` (exit 3).
+        teacher_cache: soft-target cache directory of a ``teacher.toml`` teacher
+            (True: the default under ``~/.cache/edgerec``; False/None: no cache).
 
     Returns:
         :class:`ConvertResult` (``summary`` is what ``--json`` prints).
@@ -198,6 +297,7 @@ def convert(
             force,
             load_options=load_options,
             allow_weak_teacher=allow_weak_teacher,
+            teacher_cache=_cache_dir(teacher_cache),
         )
     with tempfile.TemporaryDirectory(prefix="edgerec-convert-") as tmp:
         work = Path(tmp)
@@ -216,6 +316,33 @@ def convert(
     return result
 
 
+def _cache_dir(teacher_cache: Path | None | bool) -> Path | None:
+    if teacher_cache is True:
+        from edgerec.converters.teachers.soft_targets import default_cache_dir
+
+        return default_cache_dir()
+    return Path(teacher_cache) if teacher_cache else None
+
+
+def _load_external(prepared: Prepared, progress: bool) -> Any:
+    """The load-teacher step of a teacher.toml: checks, gate, cached soft targets."""
+    from edgerec.converters.teachers.external import prepare_external
+
+    assert prepared.contract is not None
+    cfg = prepared.config
+    return prepare_external(
+        prepared.contract,
+        prepared.teacher_dir,
+        prepared.split,
+        exclude_mode=cfg.validation.exclude_mode,
+        cache_dir=prepared.teacher_cache,
+        top_k=max(128, cfg.distil.teacher_top_k),
+        seed=cfg.distil.seed,
+        progress=progress,
+        allow_weak_teacher=prepared.allow_weak_teacher,
+    )
+
+
 def _convert(
     prepared: Prepared,
     work: Path,
@@ -230,16 +357,25 @@ def _convert(
     cfg = prepared.config
     split = prepared.split
     seed = cfg.distil.seed
+    external = None
     with _timed(timings, "load teacher"):
-        info, teacher_model = load_teacher(prepared.teacher_dir)
-    with _timed(timings, "teacher gate"):
-        from edgerec.teacher.baselines import fit_baselines
-        from edgerec.teacher.gate import enforce, gate_scorer
-        from edgerec.teacher.scoring import KerasScorer
+        if prepared.external:
+            external = _load_external(prepared, progress)
+            info: Any = external.info
+            teacher_model = external.distil_teacher(split, prepared.student_cfg.max_len)
+        else:
+            info, teacher_model = load_teacher(prepared.teacher_dir)
+            if prepared.contract is not None:
+                info.contract = {"kind": "edgerec", "contract": prepared.contract.to_json()}
+    if not prepared.external:  # a teacher.toml teacher is gated in its own load step
+        with _timed(timings, "teacher gate"):
+            from edgerec.teacher.baselines import fit_baselines
+            from edgerec.teacher.gate import enforce, gate_scorer
+            from edgerec.teacher.scoring import KerasScorer
 
-        suite = fit_baselines(split)
-        gate, _ = gate_scorer(KerasScorer(teacher_model, info.feature_spec), split, suite)
-        enforce(gate, prepared.allow_weak_teacher, "edgerec convert")
+            suite = fit_baselines(split)
+            gate, _ = gate_scorer(KerasScorer(teacher_model, info.feature_spec), split, suite)
+            enforce(gate, prepared.allow_weak_teacher, "edgerec convert")
     with _timed(timings, "distil"):
         student = distil.run(
             split,
@@ -274,9 +410,16 @@ def _convert(
             reference_rows=min(cfg.validation.reference_rows, len(parity_rows)),
         )
         reports = validate.run(artifacts, options, cfg.gates, progress=progress)
-        teacher_metrics, teacher_ndcg = quality.keras_quality(
-            teacher_model, info.feature_spec, histories, targets, mode
-        )
+        if external is not None:
+            from edgerec.converters.teachers.external import teacher_quality
+
+            teacher_metrics, teacher_ndcg = teacher_quality(
+                external.scorer, histories, targets, mode, spec.history_len, spec.num_items
+            )
+        else:
+            teacher_metrics, teacher_ndcg = quality.keras_quality(
+                teacher_model, info.feature_spec, histories, targets, mode
+            )
         student_metrics, _ = quality.keras_quality(student.model, spec, histories, targets, mode)
 
     quality_report, quality_check = quality.run(
@@ -344,6 +487,9 @@ def _convert(
                 prepared.out_dir, prepared.force, work, cfg.validation.threads, sign_key
             ),
         )
+    if external is not None:
+        cache = {**external.cache, "model_calls": external.scorer.model_calls}
+        summary["teacher"] = {**external.info.contract, "soft_targets": cache}
     status = summary["status"]
     level = logging.INFO if status == STATUS_ACCEPTED else logging.WARNING
     log.log(level, "bundle %s published to %s", status.upper(), prepared.out_dir)

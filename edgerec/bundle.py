@@ -183,6 +183,9 @@ class TeacherInfo:
     metrics: dict[str, float] | None
     # True when the teacher failed the teacher gate and --allow-weak-teacher shipped it anyway
     allow_weak_teacher: bool = False
+    # kind, contract (teacher.toml as parsed) and soft-target cache key of a teacher
+    # edgerec did not train (docs/teacher-contract.md); None for a teacher directory
+    contract: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

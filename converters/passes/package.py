@@ -247,9 +247,12 @@ def identity(data: PackageInput, status: str) -> BundleIdentity:
             fingerprint=info.fingerprint,
             path=str(data.teacher_dir),
             config=info.config.to_json(),
-            num_params=encoder_params(info.config.model, vocab.num_items),
+            num_params=info.num_params  # a teacher.toml teacher states its own
+            if hasattr(info, "num_params")
+            else encoder_params(info.config.model, vocab.num_items),
             metrics=data.quality.get("teacher"),
             allow_weak_teacher=bool(data.quality.get("allow_weak_teacher", False)),
+            contract=getattr(info, "contract", None),
         ),
         dataset=DatasetInfo(
             name=data.data_name,

@@ -1,0 +1,238 @@
+"""Benchmark of issue 14: distil a teacher trained *outside* edgerec.
+
+Per seed: a SASRec (learned positions, causal self-attention, left padding, scores of
+the last position) is trained in plain PyTorch on MovieLens-100K's leave-one-out training
+sequences, exported with ``torch.onnx.export``, described by a ``teacher.toml`` and
+converted with ``edgerec convert``. Recorded: the teacher's test NDCG@10 under the
+project's protocol (as the converter measures it), the default artifact's NDCG@10 and
+its retention with the paired-bootstrap CI, the bundle status and size, the conversion
+time, and a second conversion with another student (``--second-d-model``) that must read
+the soft targets from the cache (``model_calls == 0``).
+
+    nice -n 5 .venv/bin/python benchmarks/bench_byo_teacher.py --seeds 0,1,2
+    .venv/bin/python benchmarks/bench_byo_teacher.py --smoke   # a few minutes, numbers mean nothing
+
+Results: ``benchmarks/results/byo_teacher.json`` (``--results``); bundles, teachers and
+the soft-target cache under ``--out`` (``benchmarks/out/byo``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench_byo_teacher")
+
+TEACHER_TOML = """kind = "onnx"
+path = "sasrec.onnx"
+
+[input]
+name = "item_seq"
+max_len = {max_len}
+padding = "left"
+
+[output]
+name = "scores"
+
+[vocabulary]
+path = "items.json"
+"""
+
+
+def train_sasrec(
+    split: Any, max_len: int, epochs: int, seed: int, lr: float = 2e-3, d: int = 64
+) -> Any:
+    """A SASRec in plain PyTorch (no edgerec code), trained on next-item cross-entropy."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    n = split.vocab.num_items
+    v = n + 1  # [PAD] at 0, then the data's items in vocabulary order
+
+    class SASRec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = torch.nn.Embedding(v, d, padding_idx=0)
+            self.positions = torch.nn.Embedding(max_len, d)
+            layer = torch.nn.TransformerEncoderLayer(
+                d, 2, 2 * d, dropout=0.2, batch_first=True, norm_first=True
+            )
+            self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.norm = torch.nn.LayerNorm(d)
+            self.register_buffer(
+                "causal", torch.triu(torch.full((max_len, max_len), float("-inf")), 1)
+            )
+
+        def hidden(self, item_seq: torch.Tensor) -> torch.Tensor:
+            pos = torch.arange(item_seq.shape[1], device=item_seq.device)
+            x = self.items(item_seq) * d**0.5 + self.positions(pos)[None]
+            return self.norm(self.encoder(x, mask=self.causal))
+
+        def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+            return self.hidden(item_seq)[:, -1, :] @ self.items.weight.T
+
+    rows, labels = [], []
+    for seq in split.train:
+        seq = np.asarray(seq[-(max_len + 1) :], np.int64)
+        if len(seq) < 2:
+            continue
+        x = np.zeros(max_len, np.int64)
+        y = np.zeros(max_len, np.int64)
+        x[max_len - len(seq) + 1 :] = seq[:-1]
+        y[max_len - len(seq) + 1 :] = seq[1:]
+        rows.append(x)
+        labels.append(y)
+    x_all, y_all = torch.from_numpy(np.stack(rows)), torch.from_numpy(np.stack(labels))
+    model = SASRec()
+    with torch.no_grad():  # small initial embeddings: the output layer is tied to them
+        torch.nn.init.normal_(model.items.weight, std=0.02)
+        model.items.weight[0].zero_()
+        torch.nn.init.normal_(model.positions.weight, std=0.02)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_all))
+        total = 0.0
+        for start in range(0, len(order), 128):
+            idx = order[start : start + 128]
+            logits = model.hidden(x_all[idx]) @ model.items.weight.T
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, v), y_all[idx].reshape(-1), ignore_index=0
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        if epoch % 20 == 0 or epoch == epochs - 1:
+            log.info("sasrec seed %d epoch %d loss %.4f", seed, epoch, total)
+    model.eval()
+    return model
+
+
+def export_teacher(model: Any, split: Any, max_len: int, folder: Path) -> Path:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = torch.zeros((2, max_len), dtype=torch.long)
+    torch.onnx.export(
+        model,
+        (sample,),
+        str(folder / "sasrec.onnx"),
+        input_names=["item_seq"],
+        output_names=["scores"],
+        dynamic_axes={"item_seq": {0: "batch"}, "scores": {0: "batch"}},
+        dynamo=False,
+    )
+    (folder / "items.json").write_text(json.dumps(["[PAD]", *split.vocab.item_ids]))
+    descriptor = folder / "teacher.toml"
+    descriptor.write_text(TEACHER_TOML.format(max_len=max_len))
+    return descriptor
+
+
+def run_seed(args: argparse.Namespace, split: Any, seed: int) -> dict[str, Any]:
+    from edgerec.converters.config import ConvertConfig
+    from edgerec.converters.pipeline import convert
+
+    folder = Path(args.out) / f"seed{seed}"
+    t0 = time.perf_counter()
+    model = train_sasrec(split, args.max_len, args.teacher_epochs, seed, args.teacher_lr)
+    descriptor = export_teacher(model, split, args.max_len, folder / "teacher")
+    train_s = time.perf_counter() - t0
+    config = ConvertConfig.from_toml(args.config).with_overrides(seed=seed, epochs=args.epochs)
+    cache = Path(args.out) / "soft-targets"
+    t1 = time.perf_counter()
+    first = convert(descriptor, split, folder / "bundle", config, force=True,
+                    raise_on_gate=False, teacher_cache=cache, progress=False)  # fmt: skip
+    first_s = time.perf_counter() - t1
+    second_cfg = config.with_overrides(d_model=args.second_d_model)
+    t2 = time.perf_counter()
+    second = convert(descriptor, split, folder / "bundle-small", second_cfg, force=True,
+                     raise_on_gate=False, teacher_cache=cache, progress=False)  # fmt: skip
+    second_s = time.perf_counter() - t2
+    q = first.summary["quality"]
+    return {
+        "seed": seed,
+        "teacher_train_s": round(train_s, 1),
+        "teacher": q["teacher"],
+        "teacher_gate": first.summary["teacher"]["gate"],
+        "default_artifact": q.get("artifact"),
+        "default": q.get("default"),
+        "ratio": q.get("ratio"),
+        "bootstrap": q.get("bootstrap"),
+        "status": first.status,
+        "convert_s": round(first_s, 1),
+        "timings": first.summary.get("timings"),
+        "second": {
+            "d_model": args.second_d_model,
+            "status": second.status,
+            "convert_s": round(second_s, 1),
+            "soft_targets": second.summary["teacher"]["soft_targets"],
+            "ratio": second.summary["quality"].get("ratio"),
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="movielens-100k")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--teacher-epochs", type=int, default=200)
+    parser.add_argument("--teacher-lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", type=int, help="distillation epochs (default: config)")
+    parser.add_argument("--config", type=Path, help="converter TOML over default.toml")
+    parser.add_argument("--second-d-model", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "byo"))
+    parser.add_argument("--results", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="1 seed, few epochs, no results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "tf2onnx", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.smoke:
+        # enough for the teacher to beat most-popular (the gate), not for good numbers
+        args.seeds, args.teacher_epochs, args.epochs = "0", 15, 2
+        args.out = str(Path(args.out) / "smoke")
+    from edgerec.data import leave_one_out, load_dataset
+
+    split = leave_one_out(load_dataset(args.data))
+    runs = [run_seed(args, split, int(s)) for s in args.seeds.split(",")]
+    for r in runs:
+        print(
+            f"seed {r['seed']}: teacher NDCG@10 {r['teacher']['NDCG@10']:.4f}  "
+            f"default {r['default_artifact']} NDCG@10 {(r['default'] or {}).get('NDCG@10', 0):.4f}"
+            f"  ratio {r['ratio'] or 0:.1%}  {r['status']}  convert {r['convert_s']:.0f} s  "
+            f"re-run {r['second']['convert_s']:.0f} s "
+            f"(cache hit {r['second']['soft_targets']['hit']}, "
+            f"teacher calls {r['second']['soft_targets']['model_calls']})"
+        )
+    if args.smoke:
+        return 0
+    result = {
+        "benchmark": "bench_byo_teacher",
+        "data": args.data,
+        "protocol": runs[0]["teacher_gate"]["protocol"] if runs else "",
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": runs,
+    }
+    out = args.results or ROOT / "benchmarks" / "results" / "byo_teacher.json"
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
