@@ -24,6 +24,7 @@ from edgerec.federated.protocol import (
 )
 from edgerec.federated.secagg import SecAggClient
 
+from .sync_bundle import bundle_of_answer, mismatch
 from .sync_outcome import RoundStop, SyncError, SyncReport
 from .sync_state import DeviceState
 from .sync_training import LocalUpdate
@@ -150,6 +151,13 @@ class RoundPhases:
             rep.finished = rep.selected
             return
         if not rep.selected:
+            return
+        reason = mismatch(
+            self.update.model.bundle, bundle_of_answer(view, f"round {current}"), f"round {current}"
+        )
+        if reason is not None:  # it trains a head of another bundle: sit it out
+            rep.bundle_mismatch, rep.finished = reason, True
+            log.info("sitting out: %s", reason)
             return
         try:
             for _ in range(MAX_PHASES_PER_STEP):

@@ -378,6 +378,17 @@ class BundleUpdater:
         version = bundle_version or self.slots.current()
         return (None, None) if version is None else self.slots.load_head(version)
 
+    def slot_of(self, bundle_root: str | os.PathLike[str]) -> str | None:
+        """The bundle version whose slot ``bundle_root`` is (a Recommender's
+        ``manifest.root``); None for a folder outside this updater's slots. Lets a
+        sync client keep heads under the version of the bundle it actually runs."""
+        try:
+            root = Path(bundle_root).resolve()
+            slots = self.slots.path(root.name).parent.resolve()
+        except (OSError, InputError, ValueError):
+            return None
+        return root.name if root.parent == slots and root.is_dir() else None
+
     # ------------------------------------------------------------------ helpers
     def _saved_device_id(self) -> str:
         path = self.dir / DEVICE_ID
