@@ -312,6 +312,7 @@ class SyncClient:
             if self.bundle_mismatch is not None:
                 rep.bundle_mismatch = self.bundle_mismatch
                 rep.waiting = False
+                self._rounds.settle_ledger(None)  # rounds it uploaded to before an update
         except RoundStop as stop:  # e.g. rate limited while fetching the head
             if stop.retry_after is not None:
                 rep.retry_after = stop.retry_after

@@ -139,7 +139,7 @@ class RoundPhases:
         if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
             raise SyncError(f"round number {current!r} is not an integer", "bad_response")
         self.state.forget_other_rounds(current)
-        self._settle_ledger(current)
+        self.settle_ledger(current)
         if current is None:
             return
         rep.round, rep.round_state = current, str(view.get("state"))
@@ -253,7 +253,7 @@ class RoundPhases:
         check_response(r, "reading the round")
         return r.json_object()
 
-    def _settle_ledger(self, current: int | None) -> None:
+    def settle_ledger(self, current: int | None) -> None:
         """Ask how the earlier rounds holding this device's update ended (a device that
         missed the end of a round still learns whether it was published)."""
         if self.ledger is None:

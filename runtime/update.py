@@ -27,7 +27,8 @@ One :meth:`BundleUpdater.update`:
 :meth:`open_recommender` rolls back to ``previous`` automatically when the current
 bundle no longer opens or passes its check. Federated heads belong to the bundle
 version they were trained for: :meth:`save_head` keeps them per version and
-:meth:`open_recommender` applies the head of the version it opens.
+:meth:`open_recommender` applies the head of the version it opens; :meth:`slot_of`
+tells a sync client which version the bundle it runs is, so that it keeps heads there.
 """
 
 from __future__ import annotations
