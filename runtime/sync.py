@@ -456,7 +456,11 @@ class SyncClient:
         slot = self._model_slot()
         if slot is None:
             return None, None
-        version, bias = self.updater.load_head(slot)
+        try:
+            version, bias = self.updater.load_head(slot)
+        except Exception as exc:  # noqa: BLE001 - an unreadable head: start from zeros
+            log.warning("the head kept for bundle version %s is unreadable: %s", slot, exc)
+            return None, None
         if bias is None or bias.shape != (self.model.spec.num_items,):
             return None, None
         log.info("starting from head v%s kept for bundle version %s", version, slot)
