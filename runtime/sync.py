@@ -13,7 +13,10 @@ One call does whatever is due, and returns quickly when nothing is:
 
 1. enroll once (enrollment key -> device id + bearer token, kept in ``state_dir``);
 2. fetch the shared head if the coordinator has a newer version and apply it to the
-   runtime's additive ``global_bias``;
+   runtime's additive ``global_bias`` — only when the head belongs to the bundle the
+   device runs (:mod:`~edgerec.runtime.sync_bundle`); a device whose bundle the
+   coordinator does not serve ignores its head and sits out its rounds (status
+   ``bundle_mismatch``);
 3. if a round is open and this device is selected, run the SecAgg+ phases that are
    due: advertise keys, send encrypted shares, train locally on the device's history
    (:class:`~edgerec.federated.local.LocalTrainer`), clip + noise + fixed point
@@ -44,6 +47,7 @@ library's ``urllib``. No TensorFlow, no FastAPI.
 
 * :mod:`~edgerec.runtime.sync_transport` — HTTP and the device's token;
 * :mod:`~edgerec.runtime.sync_state` — the files in ``state_dir``;
+* :mod:`~edgerec.runtime.sync_bundle` — which bundle a head belongs to;
 * :mod:`~edgerec.runtime.sync_phases` — the round's phases;
 * :mod:`~edgerec.runtime.sync_training` — local training and the private update;
 * :mod:`~edgerec.runtime.sync_outcome` — :class:`SyncReport` and :class:`SyncError`.
@@ -66,6 +70,7 @@ import numpy as np
 from edgerec.errors import InputError
 from edgerec.federated.errors import FederatedError
 
+from .sync_bundle import bundle_of_answer, mismatch
 from .sync_outcome import STATUSES, RoundStop, SyncError, SyncReport
 from .sync_phases import RoundPhases, check_response
 from .sync_privacy import PrivacyLedger
@@ -138,12 +143,20 @@ class SyncClient:
         max_response_bytes: answers larger than this are not read (``bad_response``).
         updater: a :class:`~edgerec.runtime.update.BundleUpdater`: each ``sync()``
             first checks for a new bundle (the result is :attr:`last_update`; the app
-            reopens ``updater.open_recommender()`` when it says ``installed``) and
-            keeps every head it applies under the bundle version it belongs to.
+            reopens ``updater.open_recommender()`` and builds a new client on it when
+            it says ``installed``) and keeps every head it applies under the bundle
+            version of the model it runs; a client built on a bundle whose head is not
+            in ``state_dir`` starts from the head the updater kept for that version
+            (zeros when there is none).
 
     Attributes:
         device_id, token: this device's credentials (None before enrollment).
         head_version, global_bias: the head the device holds (None before the first).
+            It always belongs to ``bundle``: the head saved in ``state_dir`` for
+            another bundle (the one run before an update) is not used.
+        bundle: the identity (model id + version) of the bundle the model is.
+        bundle_mismatch: why the coordinator's head was not used at the last check
+            (it belongs to another bundle), or None.
         model: the adapted model (``.target`` is what the head is applied to).
         state_dir: the state folder.
     """
@@ -207,7 +220,11 @@ class SyncClient:
             min_cohort,
             self.ledger,
         )
-        self.head_version, self.global_bias = self._state.load_head()
+        self.bundle = self.model.bundle
+        self.bundle_mismatch: str | None = None
+        self.head_version, self.global_bias = self._state.load_head(self.bundle)
+        if self.global_bias is None and updater is not None:
+            self.head_version, self.global_bias = self._updater_head()
         if self.global_bias is not None:
             self._apply_bias()
 
@@ -284,7 +301,7 @@ class SyncClient:
                 rep.head_updated = True
             if self._session.refresh_requested:
                 rep.token_rotated = self.rotate_token()
-            while True:
+            while self.bundle_mismatch is None:  # a head of another bundle: sit out
                 self._rounds.step(rep, self.head_version, self.global_bias)
                 if not rep.waiting or time.monotonic() + poll_s > deadline:
                     break
@@ -292,6 +309,10 @@ class SyncClient:
                 rep.waiting = False
                 if self.fetch_head():
                     rep.head_updated = True
+            if self.bundle_mismatch is not None:
+                rep.bundle_mismatch = self.bundle_mismatch
+                rep.waiting = False
+                self._rounds.settle_ledger(None)  # rounds it uploaded to before an update
         except RoundStop as stop:  # e.g. rate limited while fetching the head
             if stop.retry_after is not None:
                 rep.retry_after = stop.retry_after
@@ -351,11 +372,23 @@ class SyncClient:
         return True
 
     def fetch_head(self) -> bool:
-        """Download the head if the coordinator has a newer one; True when applied."""
+        """Download the head if the coordinator has a newer one; True when applied.
+
+        A head of another bundle than the model's (:mod:`~edgerec.runtime.sync_bundle`)
+        is neither applied nor saved: :attr:`bundle_mismatch` says why.
+        """
         path = "/v1/head" + ("" if self.head_version is None else f"?since={self.head_version}")
         r = self._call("GET", path)
         check_response(r, "fetching the head")
         data = r.json_object()
+        reason = mismatch(
+            self.bundle, bundle_of_answer(data, "head answer"), "the coordinator's head"
+        )
+        if reason is not None and reason != self.bundle_mismatch:
+            log.warning("sync: %s", reason)
+        self.bundle_mismatch = reason
+        if reason is not None:
+            return False
         if not data.get("changed"):
             return False
         encoded, version = data.get("global_bias"), data.get("version")
@@ -378,12 +411,13 @@ class SyncClient:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             metadata = {}
-        self._state.save_head(version, data["sha256"], metadata, bias)
+        self._state.save_head(version, data["sha256"], metadata, bias, self.bundle)
         self.head_version, self.global_bias = version, bias
         self._apply_bias()
-        if self.updater is not None and _same_bundle(self.updater, self.last_update):
-            self.updater.save_head(version, bias)  # heads belong to their bundle version
-        log.info("applied head v%d", version)
+        slot = self._model_slot()
+        if slot is not None:  # heads belong to their bundle version
+            self.updater.save_head(version, bias, slot)
+        log.info("applied head v%d of bundle %s", version, self.bundle)
         return True
 
     def close(self) -> None:
@@ -407,6 +441,31 @@ class SyncClient:
         """A JSON file of ``state_dir`` (None when absent)."""
         return self._state.read_json(name)
 
+    def _model_slot(self) -> str | None:
+        """The updater's bundle version (slot) the model was opened from; None without
+        an updater or for a model that is not one of its slots."""
+        root = getattr(getattr(self.model.target, "manifest", None), "root", None)
+        slot_of = getattr(self.updater, "slot_of", None)
+        if root is None or not callable(slot_of):
+            return None
+        return slot_of(root)
+
+    def _updater_head(self) -> tuple[int | None, np.ndarray | None]:
+        """The head the updater kept for the model's bundle version (None, None when
+        there is none): where a client built after an update starts."""
+        slot = self._model_slot()
+        if slot is None:
+            return None, None
+        try:
+            version, bias = self.updater.load_head(slot)
+        except Exception as exc:  # noqa: BLE001 - an unreadable head: start from zeros
+            log.warning("the head kept for bundle version %s is unreadable: %s", slot, exc)
+            return None, None
+        if bias is None or bias.shape != (self.model.spec.num_items,):
+            return None, None
+        log.info("starting from head v%s kept for bundle version %s", version, slot)
+        return version, bias
+
     def _apply_bias(self) -> None:
         """Hand the head to the runtime: ``set_global_bias(bias, version=...)`` when the
         model has it, else its ``global_bias`` attribute if it declares one."""
@@ -426,19 +485,14 @@ class SyncClient:
             )
 
 
-def _same_bundle(updater: Any, last_update: Any) -> bool:
-    """True when the model this client runs is still the updater's current bundle (a
-    head fetched right after a switch belongs to the old one)."""
-    switched = last_update is not None and last_update.status == "installed"
-    return updater.current_version() is not None and not switched
-
-
 def _status_of(rep: SyncReport) -> str:
     """The status word of a sync that raised nothing."""
     if rep.retry_after is not None and rep.error:
         return "rate_limited"
     if rep.error:
         return "error"
+    if rep.bundle_mismatch:
+        return "bundle_mismatch"
     if rep.declined:
         return "declined"
     if rep.waiting:

@@ -20,6 +20,8 @@ STATUSES = (
     "ok",  # did what was due (possibly nothing)
     "waiting",  # the round needs other devices first: call sync() again later
     "declined",  # sat out a round below this device's privacy floors (see ``declined``)
+    "bundle_mismatch",  # the coordinator serves another bundle: its head was not used
+    # and this device sits out its rounds (see ``bundle_mismatch``)
     "rate_limited",  # the coordinator asked to wait ``retry_after`` seconds
     "unauthenticated",  # no usable credentials, or the token was not recognised
     "token_expired",  # the token expired: the device must enroll again
@@ -65,6 +67,8 @@ class SyncReport:
         bytes_sent / bytes_received: HTTP bodies and headers of this call.
         status: one word for the app's log (:data:`STATUSES`); never raises instead.
         declined: why this device sat out the round (below its privacy floors).
+        bundle_mismatch: why the coordinator's head or round was not used: it belongs
+            to another bundle (model id / version) than the one this device runs.
         token_rotated: the device switched to a fresh token during this call.
         privacy_epsilon: ε this device has spent across the published rounds its
             update is in, as the coordinator's accountant reports it (0 before any;
@@ -87,6 +91,7 @@ class SyncReport:
     bytes_received: int = 0
     status: str = "ok"
     declined: str | None = None
+    bundle_mismatch: str | None = None
     token_rotated: bool = False
     privacy_epsilon: float | None = 0.0
     privacy_rounds: int = 0

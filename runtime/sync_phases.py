@@ -24,6 +24,7 @@ from edgerec.federated.protocol import (
 )
 from edgerec.federated.secagg import SecAggClient
 
+from .sync_bundle import bundle_of_answer, mismatch
 from .sync_outcome import RoundStop, SyncError, SyncReport
 from .sync_state import DeviceState
 from .sync_training import LocalUpdate
@@ -138,7 +139,7 @@ class RoundPhases:
         if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
             raise SyncError(f"round number {current!r} is not an integer", "bad_response")
         self.state.forget_other_rounds(current)
-        self._settle_ledger(current)
+        self.settle_ledger(current)
         if current is None:
             return
         rep.round, rep.round_state = current, str(view.get("state"))
@@ -150,6 +151,13 @@ class RoundPhases:
             rep.finished = rep.selected
             return
         if not rep.selected:
+            return
+        reason = mismatch(
+            self.update.model.bundle, bundle_of_answer(view, f"round {current}"), f"round {current}"
+        )
+        if reason is not None:  # it trains a head of another bundle: sit it out
+            rep.bundle_mismatch, rep.finished = reason, True
+            log.info("sitting out: %s", reason)
             return
         try:
             for _ in range(MAX_PHASES_PER_STEP):
@@ -245,7 +253,7 @@ class RoundPhases:
         check_response(r, "reading the round")
         return r.json_object()
 
-    def _settle_ledger(self, current: int | None) -> None:
+    def settle_ledger(self, current: int | None) -> None:
         """Ask how the earlier rounds holding this device's update ended (a device that
         missed the end of a round still learns whether it was published)."""
         if self.ledger is None:

@@ -3,8 +3,13 @@
 Layout of ``state_dir`` (every file replaced atomically; secrets with mode 0600)::
 
     credentials.json      base URL, device id and bearer token (from enrollment)
-    head.json             version, sha256 and metadata of the head the device holds
+    head.json             version, sha256, metadata and bundle (model id + version) of
+                          the head the device holds
     global_bias.npy       that head's additive bias, float32, one value per item
+
+The head is used only by a client whose model is the bundle ``head.json`` names (a
+file written before heads named their bundle counts as "bundle unknown"), so a client
+built on a new bundle after an update never starts from the old bundle's head.
     rounds/<round>.json   the SecAgg+ client state of an unfinished round
 
 Round secrets are written before the message that depends on them leaves the device,
@@ -29,6 +34,7 @@ from edgerec.federated.errors import FederatedError
 from edgerec.federated.protocol import RoundParams
 from edgerec.federated.secagg import SecAggClient
 
+from .sync_bundle import UNKNOWN_BUNDLE, BundleId
 from .sync_outcome import SyncError
 
 log = logging.getLogger(__name__)
@@ -74,27 +80,45 @@ class DeviceState:
         self.write_json(CREDENTIALS, {"base_url": base_url, "device_id": device_id, "token": token})
 
     # ------------------------------------------------------------------ head
-    def load_head(self) -> tuple[int | None, np.ndarray | None]:
-        """The saved head as ``(version, bias)``.
+    def load_head(self, bundle: BundleId = UNKNOWN_BUNDLE) -> tuple[int | None, np.ndarray | None]:
+        """The saved head as ``(version, bias)`` when it belongs to ``bundle``.
 
-        The bias is None when it was never saved; a bias file that does not match
-        ``head.json`` also drops the version, so that the next sync fetches the head again.
+        ``(None, None)`` when none was saved, when it belongs to another bundle (a head
+        of the bundle the device ran before an update), or when the bias file does not
+        match ``head.json``: the next sync fetches the head again.
         """
         head = self.read_json(HEAD) or {}
-        version: int | None = head.get("version")
         path = self.dir / HEAD_BIAS
         if not head or not path.is_file():
-            return version, None
-        bias = np.load(path).astype(np.float32)
+            return None, None
+        saved = BundleId.from_json(head.get("bundle"))
+        if saved != bundle:
+            log.info("%s belongs to bundle %s, not %s; not using it", HEAD, saved, bundle)
+            return None, None
+        version = head.get("version")
+        try:
+            bias = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable (%s); fetching the head again", path, exc)
+            return None, None
         if hashlib.sha256(bias.astype("<f4").tobytes()).hexdigest() != head.get("sha256"):
             log.warning("%s does not match %s; fetching the head again", path, HEAD)
             return None, None
-        return version, bias
+        return version if type(version) is int else None, bias
 
-    def save_head(self, version: int, sha256: str, metadata: Any, bias: np.ndarray) -> None:
-        """Save a downloaded head: the bias first, then ``head.json`` that vouches for it."""
+    def save_head(
+        self,
+        version: int,
+        sha256: str,
+        metadata: Any,
+        bias: np.ndarray,
+        bundle: BundleId = UNKNOWN_BUNDLE,
+    ) -> None:
+        """Save a downloaded head of ``bundle``: the bias first, then ``head.json`` that
+        vouches for it."""
         atomic_write(self.dir / HEAD_BIAS, npy_bytes(bias), durable=self.durable)
-        self.write_json(HEAD, {"version": version, "sha256": sha256, "metadata": metadata})
+        head = {"version": version, "sha256": sha256, "metadata": metadata}
+        self.write_json(HEAD, {**head, "bundle": bundle.to_json()})
 
     # ------------------------------------------------------------------ round secrets
     def _round_file(self, rnd: int) -> Path:

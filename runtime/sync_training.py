@@ -22,6 +22,7 @@ from edgerec.federated.dp import privatize
 from edgerec.federated.local import LocalTrainer
 from edgerec.federated.protocol import RoundParams
 
+from .sync_bundle import UNKNOWN_BUNDLE, BundleId, bundle_of_model
 from .sync_outcome import SyncError
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,16 @@ class SyncModel(NamedTuple):
     store: Any
     target: Any  # where the global bias is applied
     owned: Any  # something to close (a Recommender this client opened)
+    bundle: BundleId = UNKNOWN_BUNDLE  # which bundle this is (heads must belong to it)
 
 
 def adapt_model(model: Any) -> SyncModel:
     """A :class:`SyncModel` from a bundle path (opened here, closed with the client), a
     Recommender, or an object with ``.spec``, ``.vocab`` and ``.score_rows(rows)`` /
-    ``.backend.run(rows)``."""
+    ``.backend.run(rows)``.
+
+    The bundle identity is the Recommender's manifest model id and version, or the
+    object's ``model_id`` / ``model_version`` attributes (unknown when it has none)."""
     owned = None
     if isinstance(model, str | Path):
         from .recommender import Recommender
@@ -65,7 +70,15 @@ def adapt_model(model: Any) -> SyncModel:
         score = getattr(backend, "run", None)
     if score is None:
         raise InputError("the model has neither .score_rows(rows) nor .backend.run(rows)")
-    return SyncModel(spec, vocab.encode, score, getattr(model, "store", None), model, owned)
+    return SyncModel(
+        spec,
+        vocab.encode,
+        score,
+        getattr(model, "store", None),
+        model,
+        owned,
+        bundle_of_model(model),
+    )
 
 
 class LocalUpdate:

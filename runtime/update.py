@@ -27,7 +27,8 @@ One :meth:`BundleUpdater.update`:
 :meth:`open_recommender` rolls back to ``previous`` automatically when the current
 bundle no longer opens or passes its check. Federated heads belong to the bundle
 version they were trained for: :meth:`save_head` keeps them per version and
-:meth:`open_recommender` applies the head of the version it opens.
+:meth:`open_recommender` applies the head of the version it opens; :meth:`slot_of`
+tells a sync client which version the bundle it runs is, so that it keeps heads there.
 """
 
 from __future__ import annotations
@@ -377,6 +378,17 @@ class BundleUpdater:
         """The head kept for a bundle version (default: the current one)."""
         version = bundle_version or self.slots.current()
         return (None, None) if version is None else self.slots.load_head(version)
+
+    def slot_of(self, bundle_root: str | os.PathLike[str]) -> str | None:
+        """The bundle version whose slot ``bundle_root`` is (a Recommender's
+        ``manifest.root``); None for a folder outside this updater's slots. Lets a
+        sync client keep heads under the version of the bundle it actually runs."""
+        try:
+            root = Path(bundle_root).resolve()
+            slots = self.slots.path(root.name).parent.resolve()
+        except (OSError, InputError, ValueError):
+            return None
+        return root.name if root.parent == slots and root.is_dir() else None
 
     # ------------------------------------------------------------------ helpers
     def _saved_device_id(self) -> str:

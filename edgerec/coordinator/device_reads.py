@@ -3,6 +3,8 @@ between phases (neighbours' keys, shares addressed to it, the unmask request).
 
 Each download exists once the phase that produces it closed, and only for the
 devices that took part in it; everything else is refused with the round's state.
+The round view names the bundle whose head the round trains (``model_id``,
+``model_version``), so a device running another bundle sits the round out.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class DeviceReads:
         self.storage = storage
         self.lock = lock
         self.live = live
+        self._bundle: dict[str, Any] | None = None  # the database's bundle, read once
 
     def view(self, device: Device, round_id: int | None = None) -> dict[str, Any]:
         """What a device needs to know about a round (the active/latest one by default)."""
@@ -48,6 +51,9 @@ class DeviceReads:
             sent = {
                 p: tx.get_message(rnd.round_id, device.device_id, p) is not None for p in PHASES
             }
+            if self._bundle is None:  # fixed when the database was initialised
+                self._bundle = {k: tx.get_meta(k) for k in ("model_id", "model_version")}
+            bundle = self._bundle
         selected = is_selected(rnd, device)
         return {
             "round": rnd.round_id,
@@ -70,6 +76,7 @@ class DeviceReads:
             "delta": rnd.params.get("delta"),
             "result_version": rnd.result_version,
             "failure": rnd.failure,
+            **bundle,  # model_id, model_version: the bundle whose head it trains
         }
 
     def keys_for(self, round_id: int, device: Device) -> dict[str, Any]:

@@ -6,7 +6,8 @@ fixed-denominator mean the simulation applies — over the round's *expected* co
 who took part, which the accountant does not cover. The new head, the round's
 ``done`` state and the (ε, δ) spent are written in one transaction guarded by a
 compare-and-set on the round state, so a round is applied at most once however
-often the process dies.
+often the process dies. The head's metadata names the bundle it was trained for
+(``model_id``, ``model_version``: the bundle the database is bound to).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class Publisher:
                 "delta_total": finite_or_none(delta + extra),
                 "dp_rounds": acc.rounds,
                 "accountant": ACCOUNTANT,
+                "model_id": tx.get_meta("model_id"),
+                "model_version": tx.get_meta("model_version"),
                 "sha256": hashlib.sha256(bias.astype("<f4").tobytes()).hexdigest(),
             }
             ok = tx.update_round(

@@ -3,6 +3,12 @@
 ``Coordinator`` ties together the storage, the device registry and the round
 engine, binds the database to one model (the bundle it was created for) and
 serves the head and the status. It knows nothing about HTTP.
+
+Every head belongs to that bundle: its metadata, the head answer and the round view
+name it (``model_id``, ``model_version``), so that a device running another bundle
+(e.g. a newer version after an over-the-air update) neither applies the head nor
+trains on it. Heads written before heads named their bundle belong to the bundle
+the database is bound to (:func:`head_bundle`).
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ def initialise(storage: Storage, model: dict[str, Any], clock: Callable[[], floa
                         "delta": None,
                         "dp_rounds": 0,
                         "dp": True,
+                        "model_id": str(model["id"]),
+                        "model_version": str(model["version"]),
                         "sha256": hashlib.sha256(bias.astype("<f4").tobytes()).hexdigest(),
                     },
                 )
@@ -79,6 +87,22 @@ def initialise(storage: Storage, model: dict[str, Any], clock: Callable[[], floa
                 f"{storage.url} serves model {have!r} with {n} items, not {model['id']!r} with "
                 f"{model['vector_length']}; use a new --db for a new model"
             )
+        version = tx.get_meta("model_version")
+        if version != str(model["version"]):
+            raise StorageError(
+                f"{storage.url} serves version {version!r} of model {have!r}, not "
+                f"{model['version']!r}: its heads were trained for that bundle version; "
+                "use a new --db for a new bundle version"
+            )
+
+
+def head_bundle(metadata: dict[str, Any], model: dict[str, Any]) -> dict[str, str]:
+    """The bundle a head belongs to: what its metadata says, else (a head written
+    before heads named their bundle) the bundle the database is bound to."""
+    return {
+        "model_id": str(metadata.get("model_id") or model["id"]),
+        "model_version": str(metadata.get("model_version") or model["version"]),
+    }
 
 
 def stored_model(storage: Storage) -> dict[str, Any]:
@@ -140,7 +164,8 @@ class Coordinator:
 
     # ------------------------------------------------------------------ head
     def head(self, since: int | None = None) -> dict[str, Any]:
-        """The current ``global_bias`` unless the device already has this version.
+        """The current ``global_bias`` unless the device already has this version,
+        with the bundle it belongs to (``model_id``, ``model_version``).
 
         The whole vector (float32 little-endian, base64) is sent when it changed: it
         is ``4 * n`` bytes — small next to the bundle — and exact, where a float delta
@@ -150,12 +175,13 @@ class Coordinator:
             head = tx.latest_head()
         if head is None:
             raise errors.not_found("no head published yet")
+        bundle = head_bundle(head.metadata, self.model)
         out: dict[str, Any] = {
             "version": head.version,
             "changed": since is None or since != head.version,
-            "model_id": self.model["id"],
+            **bundle,  # model_id, model_version: the bundle the head belongs to
             "length": int(head.global_bias.size),
-            "metadata": head.metadata,
+            "metadata": {**head.metadata, **bundle},
         }
         if out["changed"]:
             raw = np.ascontiguousarray(head.global_bias, dtype="<f4").tobytes()

@@ -11,7 +11,7 @@ number, ``{d}`` the caller's device id — another device's id is refused with 4
     POST /v1/enroll                              enrollment key -> device id + token
     GET  /v1/status                              head, round state, (ε, δ) spent
     POST /v1/token                               rotate this device's token (a successor)
-    GET  /v1/head?since=V                        current global_bias (if newer than V)
+    GET  /v1/head?since=V                        current global_bias (if newer than V), its bundle
     GET  /v1/rounds/current                      open round, am I selected, my client id
     GET  /v1/rounds/{r}                          the same for one round
     POST /v1/rounds/{r}/devices/{d}/advertise    phase 0  Advertisement
@@ -25,6 +25,10 @@ number, ``{d}`` the caller's device id — another device's id is refused with 4
     GET  /v1/admin/rounds                        list rounds (admin token)
     POST /v1/admin/rounds/{r}/abort              end a running round as failed
     POST /v1/admin/tick                          close due phases now
+
+The head answer and the round views name the bundle the head belongs to (``model_id``,
+``model_version``); a device running another bundle neither applies the head nor takes
+part in the round (``edgerec.runtime.sync_bundle``).
 
 Error bodies are ``{"error": CODE, "detail": TEXT, ...}``; :data:`RETRY_LATER`
 codes mean "nothing wrong, the round is not there yet: call sync() again later".
