@@ -30,7 +30,7 @@ from edgerec.runtime.sync import SyncClient
 
 def device_histories(count: int) -> list[tuple[str, list[tuple[str, int]]]]:
     """The first ``count`` MovieLens-100K users' (item, time) events, oldest first."""
-    from edgerec.data.load import load_raw
+    from edgerec.data.sources import load_raw
 
     _, log = load_raw("movielens-100k")
     out = []

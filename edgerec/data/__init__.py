@@ -19,7 +19,6 @@ from edgerec._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from edgerec.data.dataset import Interactions, LeaveOneOutSplit, SequenceDataset
-    from edgerec.data.load import DATASETS, load_dataset
     from edgerec.data.loaders import load_interactions, sniff_format
     from edgerec.data.movielens import FetchError, cache_root, fetch_movielens_100k
     from edgerec.data.preprocess import (
@@ -28,14 +27,15 @@ if TYPE_CHECKING:
         leave_one_out,
         natural_order,
     )
+    from edgerec.data.sources import DATASETS, load_dataset
     from edgerec.data.synth import SynthConfig, SyntheticLog, generate_synthetic, iter_synthetic
 
 _EXPORTS = {
     "Interactions": "edgerec.data.dataset",
     "SequenceDataset": "edgerec.data.dataset",
     "LeaveOneOutSplit": "edgerec.data.dataset",
-    "DATASETS": "edgerec.data.load",
-    "load_dataset": "edgerec.data.load",
+    "DATASETS": "edgerec.data.sources",
+    "load_dataset": "edgerec.data.sources",
     "load_interactions": "edgerec.data.loaders",
     "sniff_format": "edgerec.data.loaders",
     "FetchError": "edgerec.data.movielens",

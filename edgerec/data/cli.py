@@ -186,8 +186,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from edgerec.data.load import load_dataset
     from edgerec.data.preprocess import dataset_stats
+    from edgerec.data.sources import load_dataset
 
     dataset = load_dataset(args.dataset, **load_options(args))
     stats = dataset_stats(dataset)

@@ -269,7 +269,7 @@ def run_simulation(
     ``population`` (a :class:`~edgerec.simulation.population.SynthPopulation`) replaces
     ``data`` with a synthetic population with a post-cut-off trend shift.
     """
-    from edgerec.data.load import load_raw
+    from edgerec.data.sources import load_raw
     from edgerec.runtime import Recommender
     from edgerec.simulation.evaluation import (
         Evaluator,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgerec.data import movielens
-from edgerec.data.load import load_dataset
 from edgerec.data.movielens import FetchError, cache_root, fetch_movielens_100k
+from edgerec.data.sources import load_dataset
 
 from .conftest import FILES
 

@@ -1,4 +1,9 @@
-"""``load_dataset``: a dataset name or a file path to a preprocessed :class:`SequenceDataset`."""
+"""Data sources by name or path.
+
+``load_dataset`` turns a known dataset name (``DATASETS``) or a log file into a
+preprocessed :class:`SequenceDataset`; the file formats themselves are read by
+:mod:`edgerec.data.loaders`.
+"""
 
 from __future__ import annotations
 
