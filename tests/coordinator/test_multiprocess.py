@@ -89,11 +89,11 @@ def _open_round(url: str, n: int) -> int:
         url + "/v1/admin/rounds",
         headers=bearer(ADMIN_TOKEN),
         json={"cohort_target": n, "min_cohort": n // 2, "clip": 0.5,
-              "noise_multiplier": 0.0, "deadline_s": 120},
+              "noise_multiplier": 0.3, "deadline_s": 120},
         timeout=30,
     )  # fmt: skip
     assert r.status_code == 201, r.text
-    return int(r.json()["round_id"])
+    return int(r.json()["round"])
 
 
 def _uploads(db: str, round_id: int) -> set[str]:
@@ -127,8 +127,11 @@ def test_three_processes_one_killed_mid_upload_publish_the_exact_sum_once(
             uploading = pool.map(lambda d: d.sync(), devices)
             time.sleep(0.3)
             procs[1].kill9()
+            uploading_reports = list(uploading)
             acknowledged = {
-                d.device_id for d, r in zip(devices, uploading, strict=True) if "upload" in r.sent
+                d.device_id
+                for d, r in zip(devices, uploading_reports, strict=True)
+                if "upload" in r.sent
             }
             assert len(acknowledged) > 0
             assert acknowledged <= _uploads(db, round_id)  # acknowledged = stored
