@@ -138,15 +138,12 @@ class LiveRounds:
         seen = live.seen.setdefault(phase, set())
         if tx.count_messages(rnd.round_id, phase) == len(seen):
             return live
-        for m in tx.messages(rnd.round_id, phase, with_blob=False):
-            if m.device_id in seen:
+        for device_id in tx.message_device_ids(rnd.round_id, phase):
+            if device_id in seen:
                 continue
-            if phase == "upload":
-                full = tx.get_message(rnd.round_id, m.device_id, phase)
-                assert full is not None
-                m = full
+            m = tx.get_message(rnd.round_id, device_id, phase)
+            assert m is not None, "a stored message vanished inside a transaction"
             _apply(live, phase, m)
-            seen.add(m.device_id)
             self.catch_ups += 1
         return live
 

@@ -184,7 +184,9 @@ def _worker_main(opts: ServeOptions, sock: Any) -> None:
 
         use_json_logs()
     else:
-        logging.basicConfig(level=opts.log_level.upper(), format="%(levelname)s %(message)s")
+        logging.basicConfig(
+            level=opts.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
     serve_process(opts, sockets=[sock])
 
 

@@ -300,6 +300,10 @@ class Transaction(ABC):
     @abstractmethod
     def count_messages(self, round_id: int, phase: str) -> int: ...
 
+    def message_device_ids(self, round_id: int, phase: str) -> list[str]:
+        """The devices whose ``phase`` message of the round is stored (ids only)."""
+        return [m.device_id for m in self.messages(round_id, phase, with_blob=False)]
+
     @abstractmethod
     def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
         """Store the encrypted shares ``{recipient: base64 ciphertext}`` of client ``sender``."""
