@@ -3,8 +3,9 @@
 Three ``serve --shared-db`` processes (independent hosts, here on three ports) sit
 behind a round-robin load balancer (:mod:`tests.coordinator.roundrobin`); dozens of
 device clients run concurrently. One process is killed with ``kill -9`` while uploads
-are in flight: the round completes on the other two, the published sum is exact,
-every acknowledged upload is stored, and nothing is published twice. ``serve
+(or, in the second case, unmask responses) are in flight: the round completes on the
+other two, the published sum is exact, every acknowledged upload is stored, and nothing
+is published twice. ``serve
 --workers 2`` (one port, two processes) gets a round of its own.
 
 Slow: each process start imports FastAPI and uvicorn in a fresh interpreter.
@@ -103,8 +104,9 @@ def _uploads(db: str, round_id: int) -> set[str]:
         return {m.device_id for m in tx.messages(round_id, "upload", with_blob=False)}
 
 
-def test_three_processes_one_killed_mid_upload_publish_the_exact_sum_once(
-    tmp_path, pg_cluster, recorded
+@pytest.mark.parametrize("kill_in", ["upload", "unmask"])
+def test_three_processes_one_killed_mid_round_publish_the_exact_sum_once(
+    tmp_path, pg_cluster, recorded, kill_in
 ):
     db = pg_cluster.new_schema()
     procs = []
@@ -123,16 +125,18 @@ def test_three_processes_one_killed_mid_upload_publish_the_exact_sum_once(
             round_id = _open_round(url, DEVICES)
             _drive(pool, devices, url, "share")
             _drive(pool, devices, url, "upload")
-            # uploads in flight on all three processes; one of them dies among them
-            uploading = pool.map(lambda d: d.sync(), devices)
-            time.sleep(0.3)
+            if kill_in == "unmask":
+                _drive(pool, devices, url, "unmask")
+            # messages in flight on all three processes; one of them dies among them
+            in_flight = pool.map(lambda d: d.sync(), devices)
+            time.sleep(0.3 if kill_in == "upload" else 0.1)
             procs[1].kill9()
-            uploading_reports = list(uploading)
+            reports = list(in_flight)
             acknowledged = {
-                d.device_id
-                for d, r in zip(devices, uploading_reports, strict=True)
-                if "upload" in r.sent
+                d.device_id for d, r in zip(devices, reports, strict=True) if "upload" in r.sent
             }
+            if kill_in == "unmask":
+                acknowledged = {d.device_id for d in devices}  # all before the phase closed
             assert len(acknowledged) > 0
             assert acknowledged <= _uploads(db, round_id)  # acknowledged = stored
             survivors_url = procs[2].url
