@@ -28,6 +28,14 @@ Usage::
 
 ``--db`` names the database (default: a fresh SQLite file in the work directory);
 a PostgreSQL database must be empty (the benchmark creates its tables).
+``--workers N`` serves it with ``serve --workers N`` (PostgreSQL only).
+
+``--compare`` measures, in one run and on the same host, SQLite with one process,
+PostgreSQL with one process and PostgreSQL with ``--workers 2``, each on a fresh
+database (a throw-away PostgreSQL cluster started for the run, as the tests do;
+needs the PostgreSQL binaries), and writes ``results/coordinator_scaling.json``::
+
+    .venv/bin/python benchmarks/bench_coordinator.py --compare --devices 400
 """
 
 from __future__ import annotations
@@ -153,7 +161,7 @@ def http_parser() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def start_server(db_url: str, port: int, tmp: Path) -> subprocess.Popen:
+def start_server(db_url: str, port: int, tmp: Path, workers: int = 1) -> subprocess.Popen:
     (tmp / "enroll.key").write_text(ENROLL_KEY + "\n")
     (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
     cmd = [
@@ -161,6 +169,8 @@ def start_server(db_url: str, port: int, tmp: Path) -> subprocess.Popen:
         "--port", str(port), "--enroll-key-file", str(tmp / "enroll.key"),
         "--admin-token-file", str(tmp / "admin.token"), "--tick", "1",
     ]  # fmt: skip
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     env = server_env()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
@@ -177,12 +187,32 @@ def start_server(db_url: str, port: int, tmp: Path) -> subprocess.Popen:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
+    """User + system CPU time of a process and its running children so far (Linux /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, IndexError, ValueError):
         return float("nan")
+    return own + sum(cpu_seconds(int(c)) for c in children)
+
+
+def database_cpu_seconds() -> float:
+    """CPU time of every ``postgres`` process on the host so far (nan if none)."""
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if name.startswith("postgres"):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else float("nan")
 
 
 def http_request(method: str, path: str, token: str, body: bytes = b"") -> bytes:
@@ -274,21 +304,8 @@ def wait_head(db_url: str, timeout: float = 120) -> np.ndarray | None:
     return None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--devices", type=int, default=1000, help="uploads (one per device)")
-    ap.add_argument("--params", type=int, default=10_000, help="values per update")
-    ap.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
-    ap.add_argument("--degree", type=int, default=16, help="SecAgg+ neighbour degree")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--db", help="database URL (default: a new SQLite file in the work dir)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "coordinator.json")
-    args = ap.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-coord-", dir=OUT if OUT.is_dir() else None))
-    db_url = args.db or f"sqlite:///{tmp / 'coordinator.db'}"
-    backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite WAL synchronous=FULL"
+def measure(db_url: str, args: argparse.Namespace, tmp: Path, workers: int) -> dict:
+    """Prepare a round on ``db_url``, time the uploads against ``serve``, finish it."""
     bundle = make_bundle(tmp / "bundle", args.params)
     t = time.perf_counter()
     print(f"setup: {args.devices} devices, {args.params}-value updates, k={args.degree} ...")
@@ -305,16 +322,17 @@ def main() -> int:
     ]
     body_bytes = statistics.mean(len(r) for r in requests)
     port = free_port()
-    proc = start_server(db_url, port, tmp)
+    proc = start_server(db_url, port, tmp, workers)
     try:
-        # warm up: the server rebuilds the round's SecAgg state from the database
+        # warm up: each process rebuilds the round's SecAgg state from the database
         dev0, tok0 = prep["creds"][0]
         warm = http_request("GET", f"/v1/rounds/{prep['round']}/devices/{dev0}/shares", tok0)
-        asyncio.run(fire(port, [warm] * 4, 2))
+        asyncio.run(fire(port, [warm] * 8 * workers, 2 * workers))
         print(f"timed: {len(requests)} uploads over {args.concurrency} connections ...")
-        cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
+        cpu0, own0, db0 = cpu_seconds(proc.pid), time.process_time(), database_cpu_seconds()
         statuses, lat, elapsed = asyncio.run(fire(port, requests, args.concurrency))
         server_cpu = cpu_seconds(proc.pid) - cpu0
+        db_cpu = database_cpu_seconds() - db0
         client_cpu = time.process_time() - own0
         ok = sum(1 for s in statuses if s == 200)
         finish_round(port, prep)
@@ -329,22 +347,13 @@ def main() -> int:
     expected = expected / 2.0 ** prep["frac_bits"] / prep["cohort"]
     correct = bias is not None and bool(np.allclose(bias, expected, atol=1e-6))
     lat_ms = sorted(x * 1000 for x in lat)
-    result = {
-        "benchmark": "coordinator",
-        "unit": "validated, durably committed masked uploads per second",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "cpus": os.cpu_count(),
-            "loadavg_1m_at_end": os.getloadavg()[0],
-        },
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "server": f"edgerec coordinator serve (uvicorn, 1 process), {backend}",
-        "http_parser": http_parser(),
-        "client": "asyncio raw HTTP/1.1 keep-alive, pre-serialised requests",
+    postgres = db_url.startswith("postgres")
+    backend = "PostgreSQL" if postgres else "SQLite WAL synchronous=FULL"
+    return {
+        "server": f"edgerec coordinator serve (uvicorn, {workers} process"
+        f"{'es' if workers > 1 else ''}), {backend}",
+        "backend": "postgresql" if postgres else "sqlite",
+        "processes": workers,
         "results": {
             "uploads": len(requests),
             "accepted": ok,
@@ -357,31 +366,138 @@ def main() -> int:
             "max_ms": float(lat_ms[-1]),
             "request_bytes": round(body_bytes),
             "server_cpu_ms_per_upload": 1000 * server_cpu / len(requests),
+            "database_cpu_ms_per_upload": 1000 * db_cpu / len(requests) if postgres else None,
             "client_cpu_ms_per_upload": 1000 * client_cpu / len(requests),
             "aggregate_correct": correct,
             "setup_seconds": setup_s,
         },
-        "target": {"uploads_per_s": 200, "met": ok / elapsed >= 200 and ok == len(requests)},
+    }
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "loadavg_1m_at_end": os.getloadavg()[0],
+    }
+
+
+def print_row(run: dict, concurrency: int, params: int) -> None:
+    r = run["results"]
+    print(
+        f"| {run['backend']} x{run['processes']} | {r['accepted']}/{r['uploads']} | "
+        f"{concurrency} | {params} | {r['request_bytes']} | {r['uploads_per_s']:.0f} | "
+        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+        f"{'exact' if r['aggregate_correct'] else 'WRONG'} |"
+    )
+
+
+HEADER = (
+    "| server | uploads | conc. | params | req. bytes | uploads/s | p50 ms | p99 ms | aggregate |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def compare(args: argparse.Namespace, tmp: Path) -> int:
+    """SQLite x1, PostgreSQL x1, PostgreSQL x2 in one run (see the module docstring)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.coordinator.pgcluster import PgCluster
+
+    cluster = PgCluster().start()
+    runs = []
+    try:
+        for name, workers in (("sqlite", 1), ("postgresql", 1), ("postgresql", 2)):
+            work = tmp / f"{name}-{workers}"
+            work.mkdir()
+            url = f"sqlite:///{work / 'coordinator.db'}" if name == "sqlite" else None
+            print(f"== {name}, {workers} process(es)")
+            runs.append(measure(url or cluster.new_schema(), args, work, workers))
+    finally:
+        cluster.stop()
+    base = runs[1]["results"]["uploads_per_s"]
+    result = {
+        "benchmark": "coordinator_scaling",
+        "unit": "validated, durably committed masked uploads per second",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "http_parser": http_parser(),
+        "client": "asyncio raw HTTP/1.1 keep-alive, pre-serialised requests",
+        "database": "PostgreSQL throw-away cluster on the same host (tests' settings)",
+        "runs": runs,
+        "postgresql_2_vs_1_processes": runs[2]["results"]["uploads_per_s"] / base,
+        "postgresql_vs_sqlite_1_process": base / runs[0]["results"]["uploads_per_s"],
+    }
+    out = (
+        args.out
+        if args.out != RESULTS / "coordinator.json"
+        else RESULTS / "coordinator_scaling.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(HEADER)
+    for run in runs:
+        print_row(run, args.concurrency, args.params)
+    print(f"\nwrote {out}")
+    ok = all(r["results"]["aggregate_correct"] for r in runs)
+    return 0 if ok and all(r["results"]["accepted"] == args.devices for r in runs) else 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, default=1000, help="uploads (one per device)")
+    ap.add_argument("--params", type=int, default=10_000, help="values per update")
+    ap.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
+    ap.add_argument("--degree", type=int, default=16, help="SecAgg+ neighbour degree")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--db", help="database URL (default: a new SQLite file in the work dir)")
+    ap.add_argument("--workers", type=int, default=1, help="serve --workers (PostgreSQL)")
+    ap.add_argument(
+        "--compare", action="store_true", help="SQLite x1, PostgreSQL x1 and x2 in one run"
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "coordinator.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-coord-", dir=OUT if OUT.is_dir() else None))
+    try:
+        if args.compare:
+            return compare(args, tmp)
+        db_url = args.db or f"sqlite:///{tmp / 'coordinator.db'}"
+        run = measure(db_url, args, tmp, args.workers)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    r = run["results"]
+    met = r["uploads_per_s"] >= 200 and r["accepted"] == r["uploads"]
+    result = {
+        "benchmark": "coordinator",
+        "unit": "validated, durably committed masked uploads per second",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "server": run["server"],
+        "http_parser": http_parser(),
+        "client": "asyncio raw HTTP/1.1 keep-alive, pre-serialised requests",
+        "results": r,
+        "target": {"uploads_per_s": 200, "met": met},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    r = result["results"]
     print()
-    print("| uploads | conc. | params | req. bytes | uploads/s | p50 ms | p99 ms | aggregate |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---|")
-    print(
-        f"| {r['accepted']}/{r['uploads']} | {args.concurrency} | {args.params} | "
-        f"{r['request_bytes']} | {r['uploads_per_s']:.0f} | {r['p50_ms']:.1f} | "
-        f"{r['p99_ms']:.1f} | {'exact' if correct else 'WRONG'} |"
-    )
+    print(HEADER)
+    print_row(run, args.concurrency, args.params)
     print(
         f"\nHTTP parser {result['http_parser']}; server CPU "
         f"{r['server_cpu_ms_per_upload']:.2f} ms/upload, load generator "
         f"{r['client_cpu_ms_per_upload']:.2f} ms/upload; wrote {args.out}"
     )
-    if not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if result["target"]["met"] and correct else 1
+    return 0 if met and r["aggregate_correct"] else 1
 
 
 if __name__ == "__main__":

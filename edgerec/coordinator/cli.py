@@ -151,6 +151,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="HTTP parser (auto: httptools when installed, else h11)",
     )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes on this port (PostgreSQL only; they share the database)",
+    )
+    s.add_argument(
+        "--shared-db",
+        action="store_true",
+        help="other hosts serve the same PostgreSQL database too (implied by --workers > 1)",
+    )
     s.set_defaults(handler=run_serve)
 
     o = actions.add_parser(
@@ -286,6 +297,8 @@ def run_serve(args: argparse.Namespace) -> int:
             http=args.http,
             log_format=args.log_format,
             insecure_http=args.insecure_http,
+            workers=args.workers,
+            shared_db=args.shared_db,
         )
     )
     return 0

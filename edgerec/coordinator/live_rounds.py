@@ -6,6 +6,16 @@ the advertise phase on, the :class:`~edgerec.federated.secagg.SecAggServer`. It 
 pure function of the stored messages: :class:`LiveRounds` rebuilds it by replaying
 them in phase order whenever it is missing — after a restart, or after it was dropped
 because a write failed and the cache may have diverged from the database.
+
+**Several processes on one database** (:attr:`Storage.shared <.storage.Storage.shared>`):
+another process may have stored messages or moved the round since this view was
+built. Each view records the round state it reflects and which devices' messages of
+each phase it holds; :meth:`LiveRounds.get` then checks both against the database
+before the view is used: a changed state replays the round afresh, new messages of
+the current phase are applied one by one (catch-up). Writers are serialised by the
+database, so a view synced inside a write transaction is exact for that transaction.
+A single process (SQLite, or PostgreSQL without sharing) skips the check: it saw
+every message itself.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from edgerec.federated.protocol import (
 from edgerec.federated.secagg import SecAggServer
 
 from .round_state import round_params
-from .storage import Round, Storage, Transaction
+from .storage import PHASES, Message, Round, Storage, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,12 @@ class LiveRound:
     keys: set[bytes] = field(default_factory=set)  # advertised public keys (reuse check)
     server: SecAggServer | None = None  # from the end of the advertise phase on
     sets: dict[tuple[str, str], frozenset[int]] = field(default_factory=dict)
+    state: str = "advertise"  # the round state this view reflects
+    seen: dict[str, set[str]] = field(default_factory=dict)  # phase -> device ids applied
+
+    def note(self, phase: str, device_id: str) -> None:
+        """Record that ``device_id``'s ``phase`` message is in this view."""
+        self.seen.setdefault(phase, set()).add(device_id)
 
     @property
     def secagg(self) -> SecAggServer:
@@ -68,6 +84,12 @@ class LiveRounds:
         self.storage = storage
         self.audit_shares = audit_shares
         self._rounds: dict[int, LiveRound] = {}
+        self.catch_ups = 0  # messages applied from other processes (observability, tests)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write to the database (views must be synced)."""
+        return bool(getattr(self.storage, "shared", False))
 
     def get(self, rnd: Round, tx: Transaction | None = None, state: str | None = None) -> LiveRound:
         """The cached view of ``rnd``, rebuilt by replaying its messages up to ``state``
@@ -75,7 +97,12 @@ class LiveRounds:
         transaction."""
         live = self._rounds.get(rnd.round_id)
         if live is not None:
-            return live
+            if not self.shared or state is not None or rnd.state not in PHASES:
+                return live
+            if tx is None:
+                with self.storage.read() as rtx:
+                    return self._sync(rtx, rnd, live)
+            return self._sync(tx, rnd, live)
         if tx is None:
             with self.storage.read() as rtx:
                 live = self._replay(rtx, rnd, state or rnd.state)
@@ -93,31 +120,55 @@ class LiveRounds:
         """Forget a round's view (it ended, or may no longer match the database)."""
         self._rounds.pop(round_id, None)
 
+    def moved(self, round_id: int, state: str) -> None:
+        """The round moved to ``state`` and its cached view followed (the closing phase
+        updated it in place)."""
+        live = self._rounds.get(round_id)
+        if live is not None:
+            live.state = state
+
+    def _sync(self, tx: Transaction, rnd: Round, live: LiveRound) -> LiveRound:
+        """Bring ``live`` up to the database: replay on a changed state, else apply the
+        current phase's messages stored by other processes."""
+        if live.state != rnd.state:
+            live = self._replay(tx, rnd, rnd.state)
+            self._rounds[rnd.round_id] = live
+            return live
+        phase = rnd.state
+        seen = live.seen.setdefault(phase, set())
+        if tx.count_messages(rnd.round_id, phase) == len(seen):
+            return live
+        for device_id in tx.message_device_ids(rnd.round_id, phase):
+            if device_id in seen:
+                continue
+            m = tx.get_message(rnd.round_id, device_id, phase)
+            assert m is not None, "a stored message vanished inside a transaction"
+            _apply(live, phase, m)
+            self.catch_ups += 1
+        return live
+
     def _replay(self, tx: Transaction, rnd: Round, state: str) -> LiveRound:
         started = time.perf_counter()
         params = round_params(rnd)
-        ads = [
-            Advertisement.from_wire(m.payload, params)
-            for m in tx.messages(rnd.round_id, "advertise")
-        ]
-        live = LiveRound(params)
-        for ad in ads:
+        live = LiveRound(params, state=state)
+        ad_messages = tx.messages(rnd.round_id, "advertise")
+        ads = [Advertisement.from_wire(m.payload, params) for m in ad_messages]
+        for m, ad in zip(ad_messages, ads, strict=True):
             live.keys.update((ad.c_pk, ad.s_pk))
+            live.note("advertise", m.device_id)
         if state == "advertise":
             return live
-        server = SecAggServer(params, ads, audit_shares=self.audit_shares)
+        live.server = SecAggServer(params, ads, audit_shares=self.audit_shares)
         for m in tx.messages(rnd.round_id, "share"):
-            server.add_shares(EncryptedShares.from_wire(m.payload, params))
+            _apply(live, "share", m)
         if state in ("upload", "unmask"):
-            server.close_shares()
+            live.server.close_shares()
             for m in tx.messages(rnd.round_id, "upload"):
-                y = np.frombuffer(m.blob or b"", dtype="<u4").astype(np.uint32)
-                server.add_masked(MaskedInput(params.round_id, int(m.payload["client_id"]), y))
+                _apply(live, "upload", m)
         if state == "unmask":
-            server.close_inputs()
+            live.server.close_inputs()
             for m in tx.messages(rnd.round_id, "unmask"):
-                server.add_unmask_response(UnmaskResponse.from_wire(m.payload, params))
-        live.server = server
+                _apply(live, "unmask", m)
         log.debug(
             "round %d: rebuilt SecAgg state (%s) in %.3fs",
             rnd.round_id,
@@ -125,3 +176,21 @@ class LiveRounds:
             time.perf_counter() - started,
         )
         return live
+
+
+def _apply(live: LiveRound, phase: str, m: Message) -> None:
+    """Add one stored message to the view (what accepting it did in its process)."""
+    params = live.params
+    if phase == "advertise":
+        ad = Advertisement.from_wire(m.payload, params)
+        live.keys.update((ad.c_pk, ad.s_pk))
+    elif phase == "share":
+        live.secagg.add_shares(EncryptedShares.from_wire(m.payload, params))
+    elif phase == "upload":
+        y = np.frombuffer(m.blob or b"", dtype="<u4").astype(np.uint32)
+        live.secagg.add_masked(MaskedInput(params.round_id, int(m.payload["client_id"]), y))
+    elif phase == "unmask":
+        live.secagg.add_unmask_response(UnmaskResponse.from_wire(m.payload, params))
+    else:
+        raise ValueError(f"no messages in round state {phase!r}")
+    live.note(phase, m.device_id)

@@ -139,6 +139,7 @@ class MessageIntake:
                 now,
             )
         )
+        live.note(phase, device.device_id)
         if tx.count_messages(round_id, phase) >= handler.quota(rnd, live.params):
             self._due = True
         return accepted.response

@@ -6,6 +6,15 @@ which returns an outcome this module carries out: wait, advance to the next phas
 fail the round (nothing released), or publish. Every change of state is a
 compare-and-set on the stored round, so an operator's abort racing a transition
 wins cleanly and nothing happens twice.
+
+**Several processes on one database** (PostgreSQL, ``serve --workers``): each step —
+reading the round, syncing the cached SecAgg state with the messages other processes
+stored, deciding the outcome and writing it — runs inside
+:meth:`Storage.exclusive <.storage.Storage.exclusive>`, which holds the database's
+writer lock, so no process stores a message of the phase between the decision and
+the compare-and-set, and whichever process gets there first closes the phase once;
+the others then find the round moved and do nothing. With one process (SQLite) the
+engine's lock already gives this, and ``exclusive`` is a no-op.
 """
 
 from __future__ import annotations
@@ -68,11 +77,17 @@ class PhaseTransitions:
                     rnd = tx.active_round()
                 if rnd is None:
                     return None
-                try:
-                    changed = self._step(rnd)
-                except BaseException:
-                    self.live.drop(rnd.round_id)
-                    raise
+                with self.storage.exclusive():  # other processes: see the module docstring
+                    if self.storage.shared:  # re-read under the lock: it may have moved
+                        with self.storage.read() as tx:
+                            rnd = tx.active_round()
+                        if rnd is None:
+                            return None
+                    try:
+                        changed = self._step(rnd)
+                    except BaseException:
+                        self.live.drop(rnd.round_id)
+                        raise
                 if not changed:
                     return rnd
             with self.storage.read() as tx:
@@ -139,6 +154,7 @@ class PhaseTransitions:
         if not ok:  # someone else (an operator's abort) changed it: rebuild next time
             self.live.drop(rnd.round_id)
             return True
+        self.live.moved(rnd.round_id, state)
         log.info(
             "round %d: %s -> %s (%d in roster, %d shared, %d survivors)",
             rnd.round_id,

@@ -24,8 +24,13 @@ URL: ``postgresql://user:password@host:port/dbname?sslmode=...`` — every libpq
 parameter passes through, plus ``synchronous`` (``full``/``normal``) and
 ``pool_max`` (connections per process, default 8).
 
-One ``serve`` process per database for now: the round engine caches SecAgg state
-in memory, so :meth:`PostgresStorage.serve_lock` refuses a second server.
+Several ``serve`` processes may share one database once :meth:`PostgresStorage.share`
+was called (``serve --workers N`` or ``serve --shared-db``): the round engine then
+checks its cached SecAgg state against the database (:mod:`.live_rounds`) and closes
+phases inside :meth:`PostgresStorage.exclusive`. :meth:`PostgresStorage.serve_lock`
+keeps the deployments apart: a single-process server holds the serve lock
+exclusively (refusing any other server), a shared one holds it shared (refusing only
+a single-process server).
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ class PostgresStorage(Storage):
             raise StorageError(f"{self.url}: pool_max must be a positive integer")
         self._psycopg = psycopg
         self._wlock = threading.RLock()
+        self._local = threading.local()  # the exclusive() transaction of this thread
         self._closed = False
         self._serve_conn: Any = None
         self.schema_found: int | None = None
@@ -218,6 +224,10 @@ class PostgresStorage(Storage):
     @contextmanager
     def write(self) -> Iterator[PostgresTransaction]:
         self._check_open()
+        joined = getattr(self._local, "tx", None)
+        if joined is not None:  # inside exclusive(): part of its transaction
+            yield joined
+            return
         with self._wlock, self.pool.connection() as conn:
             conn.execute("BEGIN")
             try:
@@ -227,6 +237,25 @@ class PostgresStorage(Storage):
                 self._rollback(conn)
                 raise
             conn.execute("COMMIT")
+
+    def share(self) -> None:
+        """Several coordinator processes serve this database (see the module docstring)."""
+        self.shared = True
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the writer lock for a whole section; :meth:`write` blocks in it (on this
+        thread) join its transaction, committed when the section ends. A no-op unless
+        the database is shared."""
+        if not self.shared or getattr(self._local, "tx", None) is not None:
+            yield
+            return
+        with self.write() as tx:
+            self._local.tx = tx
+            try:
+                yield
+            finally:
+                self._local.tx = None
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:
@@ -250,17 +279,24 @@ class PostgresStorage(Storage):
 
     @contextmanager
     def serve_lock(self) -> Iterator[None]:
-        """Held by ``serve`` for its life: a second server on this database is refused."""
+        """Held by ``serve`` for its life: exclusively by a single-process server (a
+        second server on this database is refused), shared once :meth:`share` was
+        called (shared servers coexist; a single-process one is refused)."""
         self._check_open()
         conn = self._psycopg.connect(self.pool.conninfo, autocommit=True)
         try:
-            got = conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (_APP, _SERVE_LOCK)
-            ).fetchone()[0]
+            fn = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+            got = conn.execute(f"SELECT {fn}(%s, %s)", (_APP, _SERVE_LOCK)).fetchone()[0]
             if not got:
                 raise StorageError(
-                    f"{self.url}: another coordinator is serving this database; "
-                    "one process per database (several processes are not supported yet)"
+                    f"{self.url}: another coordinator is serving this database"
+                    + (
+                        " as its only process (stop it, or run every server with "
+                        "--workers N / --shared-db)"
+                        if self.shared
+                        else "; a single-process server needs it alone (run every "
+                        "server with --workers N / --shared-db to share it)"
+                    )
                 )
             yield
         finally:

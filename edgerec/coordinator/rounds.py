@@ -26,9 +26,13 @@ Publishing a result — the new head version, the round's ``done`` state and its
 spent (ε, δ) — is one transaction guarded by a compare-and-set on the round
 state, so a round is applied at most once however often the process dies.
 
-Concurrency: one process owns the database (see ``serve``); writes that touch
-the cached SecAgg server are serialised by one lock, as SQLite serialises
-writers anyway.
+Concurrency: within a process, writes that touch the cached SecAgg server are
+serialised by one lock, as the database serialises writers anyway. By default one
+process owns the database (see ``serve``). On a shared PostgreSQL database
+(``serve --workers N`` / ``--shared-db``) the cache is synced from the database
+before each use (``live_rounds``) and phases close under the database's writer lock
+(``phase_transitions``), so every change of a round happens once whichever process
+a request reaches.
 """
 
 from __future__ import annotations

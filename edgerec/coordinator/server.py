@@ -1,9 +1,13 @@
 """Run the coordinator app under uvicorn (``edgerec coordinator serve``).
 
-One process owns a database: an exclusive lock on ``<db>.lock`` refuses a second
-server on the same file (the in-memory rate limits and the cached SecAgg state
-assume it). The CLI's ``open-round --db`` / ``status --db`` may still use the
-database while the server runs (SQLite WAL, short transactions).
+By default one process owns a database: an exclusive lock on ``<db>.lock`` (SQLite)
+or an exclusive advisory lock (PostgreSQL) refuses a second server. On PostgreSQL,
+``--workers N`` runs N processes on one listening socket and ``--shared-db`` lets
+independent hosts serve one database; both share the database
+(:meth:`~edgerec.coordinator.storage.Storage.share`), so rounds move exactly once
+whichever process a request reaches. Rate limits stay per process. The CLI's
+``open-round --db`` / ``status --db`` may still use the database while the server
+runs (SQLite WAL, short transactions).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgerec.errors import InputError
 
@@ -43,6 +48,13 @@ class ServeOptions:
     http: str = "auto"
     log_format: str = "text"
     insecure_http: bool = False
+    workers: int = 1
+    shared_db: bool = False
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether other processes may serve the same database."""
+        return self.workers > 1 or self.shared_db
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +118,81 @@ def db_lock(storage_path: Path | None) -> Iterator[None]:
 
 
 def serve(opts: ServeOptions) -> None:
-    """Open the database, build the app and run uvicorn until interrupted."""
+    """Run the coordinator until interrupted: one process, or ``opts.workers``
+    processes sharing one listening socket and one PostgreSQL database."""
+    if opts.workers < 1:
+        raise InputError(f"--workers must be at least 1, not {opts.workers}")
+    if opts.multi_process and not opts.db.startswith(("postgresql://", "postgres://")):
+        raise InputError(
+            f"--workers {opts.workers}{' --shared-db' if opts.shared_db else ''}: several "
+            "coordinator processes need a PostgreSQL database (--db postgresql://...); "
+            "SQLite is served by one process"
+        )
+    if opts.workers == 1:
+        serve_process(opts)
+        return
+    supervise_workers(opts)
+
+
+def supervise_workers(opts: ServeOptions) -> None:
+    """Bind the port once, start ``opts.workers`` serving processes on it and wait;
+    SIGINT/SIGTERM stop them all. A worker that dies is not replaced: the others
+    carry its rounds on (the database holds everything it acknowledged)."""
+    import multiprocessing
+    import signal
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((opts.host, opts.port))
+    except OSError as exc:
+        raise InputError(f"cannot listen on {opts.host}:{opts.port}: {exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker_main, args=(opts, sock), name=f"coordinator-{i}")
+        for i in range(opts.workers)
+    ]
+    for w in workers:
+        w.start()
+    log.info("supervising %d coordinator processes on port %d", len(workers), opts.port)
+
+    def stop(signum: int, frame: object) -> None:
+        for w in workers:
+            if w.is_alive() and w.pid is not None:
+                os.kill(w.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sock.close()
+    failed = [w.name for w in workers if w.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        log.warning("coordinator processes that ended abnormally: %s", ", ".join(failed))
+
+
+def _worker_main(opts: ServeOptions, sock: Any) -> None:
+    """One worker of :func:`supervise_workers` (a spawned process)."""
+    if opts.log_format == "json":
+        from .logformat import use_json_logs
+
+        use_json_logs()
+    else:
+        logging.basicConfig(
+            level=opts.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
+    serve_process(opts, sockets=[sock])
+
+
+def serve_process(opts: ServeOptions, sockets: list[Any] | None = None) -> None:
+    """Open the database, build the app and run uvicorn in this process until
+    interrupted (on ``sockets`` when given, else on ``opts.host:opts.port``)."""
     import uvicorn
 
     from .app import create_app
@@ -128,6 +214,8 @@ def serve(opts: ServeOptions) -> None:
     if admin_token is None:
         log.warning("no --admin-token-file: the admin API is disabled (use the CLI with --db)")
     storage = open_storage(opts.db)
+    if opts.multi_process:
+        storage.share()
     path = None if getattr(storage, "memory", True) else Path(storage.path).resolve()
     with db_lock(path), storage.serve_lock():
         model = model_from_bundle(opts.bundle) if opts.bundle else None
@@ -159,6 +247,6 @@ def serve(opts: ServeOptions) -> None:
             **({"log_config": None} if opts.log_format == "json" else {}),
         )
         try:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=sockets)
         finally:
             coordinator.close()

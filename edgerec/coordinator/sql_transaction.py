@@ -339,6 +339,12 @@ class SqlTransaction(FleetQueries, Transaction):
         )
         return [self._message(r) for r in rows]
 
+    def message_device_ids(self, round_id: int, phase: str) -> list[str]:
+        rows = self._all(
+            "SELECT device_id FROM messages WHERE round_id = ? AND phase = ?", (round_id, phase)
+        )
+        return [str(r[0]) for r in rows]
+
     def count_messages(self, round_id: int, phase: str) -> int:
         return int(
             self._one(

@@ -300,6 +300,10 @@ class Transaction(ABC):
     @abstractmethod
     def count_messages(self, round_id: int, phase: str) -> int: ...
 
+    def message_device_ids(self, round_id: int, phase: str) -> list[str]:
+        """The devices whose ``phase`` message of the round is stored (ids only)."""
+        return [m.device_id for m in self.messages(round_id, phase, with_blob=False)]
+
     @abstractmethod
     def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
         """Store the encrypted shares ``{recipient: base64 ciphertext}`` of client ``sender``."""
@@ -319,6 +323,8 @@ class Storage(ABC):
     schema_found: int | None
     #: set by :meth:`close`; see :meth:`_check_open`
     _closed: bool = False
+    #: other coordinator processes write to this database too (:meth:`share`)
+    shared: bool = False
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
@@ -336,6 +342,27 @@ class Storage(ABC):
 
         The SQLite server holds a lock file beside the database instead, so the
         default is no lock; the PostgreSQL storage holds an advisory lock.
+        """
+        return nullcontext()
+
+    def share(self) -> None:
+        """Declare that several coordinator processes serve this database.
+
+        The round engine then syncs its cached SecAgg state with the database before
+        using it and closes phases under :meth:`exclusive`. Only a server database
+        (PostgreSQL) can be shared; SQLite is one process per file.
+        """
+        raise StorageError(
+            f"{self.url}: several coordinator processes need a PostgreSQL database; "
+            "SQLite is served by one process (it keeps its lock file)"
+        )
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """A section in which this thread alone writes to the database, across every
+        process serving it; :meth:`write` blocks inside it join it.
+
+        One process needs nothing beyond the engine's own lock, so the default is a
+        no-op; a shared PostgreSQL database holds its writer lock for the section.
         """
         return nullcontext()
 

@@ -47,10 +47,17 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m edgerec coordinator serve`` in a subprocess."""
 
-    def __init__(self, tmp: Path, db: str, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        db: str,
+        tls: tuple[Path, Path] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.tmp = tmp
         self.db = db
         self.tls = tls
+        self.extra = extra
         self.port = free_port()
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
@@ -74,6 +81,7 @@ class ServerProcess:
             # noised rounds; the privacy defaults have their own tests
             "--epsilon-ceiling", "100",
         ]  # fmt: skip
+        cmd += list(self.extra)
         if self.tls:
             cmd += ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
