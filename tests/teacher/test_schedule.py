@@ -97,8 +97,9 @@ def test_default_mask_floor_draws_what_it_always_did() -> None:
 
 def test_schedule_keys_validate_and_reach_the_loop() -> None:
     config = TeacherConfig.defaults()
-    assert config.train.min_steps == 1000 and config.train.max_steps == 0
-    schedule = ClozeSchedule.of(config.with_overrides(max_steps=500, warmup_steps=50).train)
+    assert config.train.min_steps == 0 and config.train.max_steps == 0
+    train = config.with_overrides(max_steps=500, warmup_steps=50, min_steps=1000).train
+    schedule = ClozeSchedule.of(train)
     assert (schedule.max_steps, schedule.warmup_steps, schedule.min_steps) == (500, 50, 1000)
     with pytest.raises(InputError, match="train.patience_steps"):
         TrainConfig(patience_steps=-1).validate()
