@@ -358,6 +358,8 @@ def _convert(
     split = prepared.split
     seed = cfg.distil.seed
     external = None
+    gate: Any = None  # edgerec's own teacher: the baseline gate; a teacher.toml: its own
+    suite: Any = None
     with _timed(timings, "load teacher"):
         if prepared.external:
             external = _load_external(prepared, progress)
@@ -433,21 +435,24 @@ def _convert(
             window=spec.history_len,
         ),
     )
-    quality_report["teacher_gate"] = {
-        **gate.to_json(),
-        "allow_weak_teacher": prepared.allow_weak_teacher,
-    }
+    teacher_gate = gate if gate is not None else getattr(external, "gate", None)
+    if teacher_gate is not None:
+        quality_report["teacher_gate"] = {
+            **teacher_gate.to_json(),
+            "allow_weak_teacher": prepared.allow_weak_teacher,
+        }
     quality_report["allow_weak_teacher"] = prepared.allow_weak_teacher
-    quality_report["baselines"] = _baseline_rows(
-        suite,
-        histories,
-        targets,
-        mode,
-        info.feature_spec.history_len,
-        info.feature_spec.num_items,
-        teacher_ndcg,
-        cfg,
-    )
+    if suite is not None:
+        quality_report["baselines"] = _baseline_rows(
+            suite,
+            histories,
+            targets,
+            mode,
+            info.feature_spec.history_len,
+            info.feature_spec.num_items,
+            teacher_ndcg,
+            cfg,
+        )
     failures: list[Check] = []
     warnings: list[Check] = []
     for r in reports:

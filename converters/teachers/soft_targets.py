@@ -325,8 +325,9 @@ class WindowLocator:
 
 
 class CachedTeacher:
-    """The distil pass's teacher interface (``max_len``, ``encode``, ``score_hidden``)
-    served from :class:`SoftTargets` (no model runs during distillation)."""
+    """The distil pass's teacher interface (``max_len``, ``cloze_hidden``,
+    ``score_hidden``) served from :class:`SoftTargets` (no model runs during
+    distillation)."""
 
     def __init__(self, split: LeaveOneOutSplit, targets: SoftTargets, max_len: int) -> None:
         import tensorflow as tf
@@ -339,7 +340,8 @@ class CachedTeacher:
         self._items = tf.constant(targets.top_items.astype(np.int32) - 1)
         self._tail = tf.constant(targets.tail_logits())
 
-    def encode(self, inputs: Any, training: bool = False) -> Any:
+    def cloze_hidden(self, inputs: Any, training: bool = False) -> Any:
+        """``[B, L, 1]``: each position's row in the soft-target table (its "hidden state")."""
         tf = self._tf
         rows = tf.py_function(lambda x: self.locator.rows(x.numpy()), [inputs], tf.float32)
         shape = tf.shape(inputs)
