@@ -123,8 +123,8 @@ class Recommender:
         existence, byte size and sha256, the artifacts this call does not load
         included — and only then is anything read (vocabulary, popularity
         prior, the chosen artifact), each only if the manifest lists it.
-        Hashing is a small part of ``open``: about 5 ms for the 4.4 MB ML-100K
-        bundle, 0.2 s for a 156 MB bundle of eight 100k-item artifacts.
+        Hashing is a small part of ``open`` (its cost by bundle size is in
+        benchmarks/RESULTS.md).
 
         Args:
             bundle_path: directory written by ``edgerec convert``.

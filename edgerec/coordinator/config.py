@@ -164,8 +164,9 @@ class ServerConfig:
         auth_fail_burst: failed authentications allowed at once.
         audit_shares: check every unmask share against the reconstructed polynomial and
             name the devices that sent bad ones (``misbehaving`` in the round summary);
-            about 2 ms per secret at t = 21. Off: bad shares are only noticed when they
-            break the first reconstruction (the result is correct either way).
+            a CPU cost per secret (benchmarks/RESULTS.md). Off: bad shares are only
+            noticed when they break the first reconstruction (the result is correct
+            either way).
     """
 
     max_body_bytes: int | None = None
