@@ -334,7 +334,6 @@ def _load_external(prepared: Prepared, progress: bool) -> Any:
         prepared.contract,
         prepared.teacher_dir,
         prepared.split,
-        exclude_mode=cfg.validation.exclude_mode,
         cache_dir=prepared.teacher_cache,
         top_k=max(128, cfg.distil.teacher_top_k),
         seed=cfg.distil.seed,
@@ -364,6 +363,7 @@ def _convert(
         if prepared.external:
             external = _load_external(prepared, progress)
             info: Any = external.info
+            suite = external.baselines
             teacher_model = external.distil_teacher(split, prepared.student_cfg.max_len)
         else:
             info, teacher_model = load_teacher(prepared.teacher_dir)
@@ -448,8 +448,8 @@ def _convert(
             histories,
             targets,
             mode,
-            info.feature_spec.history_len,
-            info.feature_spec.num_items,
+            (spec if external is not None else info.feature_spec).history_len,
+            spec.num_items,
             teacher_ndcg,
             cfg,
         )

@@ -29,12 +29,14 @@ import numpy as np
 
 from edgerec.data.dataset import LeaveOneOutSplit
 from edgerec.errors import InputError
+from edgerec.teacher.baselines import BaselineSuite
+from edgerec.teacher.gate import GateResult
 from edgerec.vocab import Vocab
 
 from . import _runtime
 from .base import ContractScorer
 from .contract import TeacherContract
-from .gate import TeacherGateResult, check_teacher
+from .gate import check_teacher
 from .soft_targets import (
     DEFAULT_TOP_K,
     CachedTeacher,
@@ -142,7 +144,8 @@ class ExternalTeacher:
     """A checked teacher with its soft targets, ready for the distil pass."""
 
     scorer: LazyScorer
-    gate: TeacherGateResult
+    gate: GateResult
+    baselines: BaselineSuite
     targets: SoftTargets
     cache: dict[str, Any]
     info: ExternalTeacherInfo
@@ -185,10 +188,9 @@ def prepare_external(
     descriptor: Path,
     split: LeaveOneOutSplit,
     *,
-    exclude_mode: str,
     cache_dir: Path | None,
     top_k: int = DEFAULT_TOP_K,
-    gate_users: int = 2000,
+    gate_users: int = 0,
     seed: int = 0,
     progress: bool = True,
     allow_weak_teacher: bool = False,
@@ -210,18 +212,20 @@ def prepare_external(
         log.info("teacher soft targets from cache %s (the teacher is not run)", targets_path)
         targets = SoftTargets.load(targets_path)
         scorer.tables = _load_tables(tables_path, split)
-        gate = check_teacher(
-            scorer, split, exclude_mode, gate_users, seed, progress, allow_weak_teacher
-        )
+        gate, suite = check_teacher(
+            scorer, split, max_users=gate_users, seed=seed, progress=progress,
+            allow_weak_teacher=allow_weak_teacher,
+        )  # fmt: skip
     else:
         probe(scorer, split)
         cells = len(split.train) * split.vocab.num_items
         small = cells <= MAX_TABLE_CELLS
         if small:
             scorer.tables = [_score_all(scorer, split.valid_inputs(), progress)]
-        gate = check_teacher(
-            scorer, split, exclude_mode, gate_users, seed, progress, allow_weak_teacher
-        )
+        gate, suite = check_teacher(
+            scorer, split, max_users=gate_users, seed=seed, progress=progress,
+            allow_weak_teacher=allow_weak_teacher,
+        )  # fmt: skip
         targets = compute(scorer, split, top_k, progress=progress)
         if small:
             scorer.tables.append(_score_all(scorer, split.test_inputs(), progress))
@@ -246,7 +250,7 @@ def prepare_external(
         config=ContractConfig({"kind": contract.kind, **contract.to_json()}),
         vocab=split.vocab,
     )
-    return ExternalTeacher(scorer, gate, targets, cache, info)
+    return ExternalTeacher(scorer, gate, suite, targets, cache, info)
 
 
 def _save_tables(path: Path, tables: list[ScoreTable]) -> None:

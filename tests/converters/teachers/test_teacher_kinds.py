@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerec.converters.passes.validate import GateFailed
 from edgerec.converters.teachers import load_contract, open_teacher
 from edgerec.converters.teachers.base import UNKNOWN_SCORE
 from edgerec.converters.teachers.gate import check_teacher
+from edgerec.teacher.baselines import MOST_POPULAR, TRANSITION
+from edgerec.teacher.gate import WeakTeacherError
 from tests.converters import tiny
 from tests.converters.teachers.builders import DROPPED
 from tests.converters.teachers.conftest import KERAS_INPUT, TORCH_INPUT, write_descriptor
@@ -53,25 +54,30 @@ def test_keras_savedmodel_and_onnx_score_the_same(keras_teacher, walk_split):
         np.testing.assert_allclose(s, scores["keras"], atol=2e-4, err_msg=kind)
 
 
-def test_keras_teacher_beats_most_popular(keras_teacher, walk_split):
+def test_keras_teacher_is_gated_like_edgerecs_own(keras_teacher, walk_split):
     scorer = open_teacher(_keras_kind(keras_teacher, "onnx"), walk_split.vocab)
-    result = check_teacher(scorer, walk_split, "none")
-    assert result.passed
-    assert result.teacher["NDCG@10"] > 2 * result.baselines["most_popular"]["NDCG@10"]
+    result, suite = check_teacher(scorer, walk_split, allow_weak_teacher=True)
+    assert set(result.comparisons) == set(suite.valid_ranks) >= {MOST_POPULAR, TRANSITION}
+    assert result.required == (MOST_POPULAR, TRANSITION)
+    pop = result.comparisons[MOST_POPULAR]
+    assert pop.low > 0 and pop.mean_a > 2 * pop.mean_b  # far above most-popular
+    assert result.notes["num_users"] == len(walk_split.train)
 
 
 def test_torch_onnx_teacher_with_a_lengths_input(torch_teacher, walk_split):
     contract = load_contract(_torch(torch_teacher, "right"))
-    result = check_teacher(open_teacher(contract, walk_split.vocab), walk_split, "none")
-    assert result.passed
+    scorer = open_teacher(contract, walk_split.vocab)
+    result, _ = check_teacher(scorer, walk_split, allow_weak_teacher=True)
+    assert result.comparisons[MOST_POPULAR].low > 0
 
 
 def test_wrong_padding_side_exits_3_with_the_numbers(torch_teacher, walk_split, tmp_path, capsys):
     from edgerec.cli import main
 
     descriptor = _torch(torch_teacher, "left")  # the model was trained right-padded
-    with pytest.raises(GateFailed, match="padding side"):
+    with pytest.raises(WeakTeacherError, match="padding side") as raised:
         check_teacher(open_teacher(load_contract(descriptor), walk_split.vocab), walk_split)
+    assert MOST_POPULAR in raised.value.result.failed  # below even most-popular
     code = main(
         [
             "convert", "--teacher", str(descriptor), "--data", str(tiny.tiny_data()),
@@ -80,4 +86,4 @@ def test_wrong_padding_side_exits_3_with_the_numbers(torch_teacher, walk_split, 
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err
-    assert "does not beat most-popular: teacher NDCG@10" in err and "padding side" in err
+    assert "teacher gate failed" in err and MOST_POPULAR in err and "padding side" in err
