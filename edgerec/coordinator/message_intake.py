@@ -5,8 +5,12 @@ canonical body (SHA-256 of the sorted-key JSON) gets the stored answer again (20
 a different body is refused (409), also after the round closed.
 
 Messages arrive through the :mod:`.group_commit`: a batch is checked and stored in
-one write transaction, a savepoint each, so a refused message leaves no trace while
-the others still commit. A refusal raised before the in-memory SecAgg state changed
+one write transaction, so a refused message leaves no trace while the others still
+commit. What the batch reads (the round, earlier messages, participations) is fetched
+once for the batch (:class:`BatchReads`); a phase whose checks only read stores its
+messages together at the end, one whose checks write runs each in a savepoint.
+
+A refusal raised before the in-memory SecAgg state changed
 keeps that cache; any other error drops it, to be replayed from the database.
 """
 
@@ -21,8 +25,8 @@ from typing import Any
 
 from . import errors
 from .group_commit import GroupCommit, PendingMessage
-from .live_rounds import LiveRounds
-from .phase import Incoming, Phase
+from .live_rounds import LiveRound, LiveRounds
+from .phase import Accepted, Incoming, Phase
 from .round_state import expect_phase, load_round
 from .storage import Device, Message, Round, Storage, Transaction
 from .storage import dumps as canonical
@@ -86,16 +90,17 @@ class MessageIntake:
         with self.lock:
             try:
                 with self.storage.write() as tx:
+                    reads = BatchReads(self, tx, batch)
                     for message in batch:
                         try:
-                            with tx.savepoint():
-                                message.response = self._accept_one(tx, message)
+                            message.response = self._accept_one(reads, message)
                         except BaseException as exc:
                             message.error = exc
                             if not _is_validation(exc):  # cached state may have diverged
-                                self.live.drop(message.round_id)
+                                reads.replay_later(message.round_id)
                             if not isinstance(exc, Exception):
                                 raise
+                    reads.finish()
             except BaseException as exc:  # the commit itself failed: nothing was stored
                 for rid in rounds:
                     self.live.drop(rid)
@@ -110,11 +115,13 @@ class MessageIntake:
         if len(batch) > 1:
             log.debug("group commit of %d messages", len(batch))
 
-    def _accept_one(self, tx: Transaction, message: PendingMessage) -> dict[str, Any]:
-        """Validate and store one message inside the batch's transaction."""
+    def _accept_one(self, reads: BatchReads, message: PendingMessage) -> dict[str, Any]:
+        """Validate one message of the batch; store it now (a phase whose checks write,
+        in a savepoint) or with the batch's other messages at the end."""
+        tx = reads.tx
         round_id, device, phase = message.round_id, message.device, message.phase
-        rnd = self._cached_round(tx, round_id)
-        prev = tx.get_message(round_id, device.device_id, phase)
+        rnd = reads.round(round_id)
+        prev = reads.message(round_id, device.device_id, phase)
         if prev is not None:
             if hmac.compare_digest(prev.digest, message.digest):
                 return prev.response  # identical retry
@@ -123,25 +130,20 @@ class MessageIntake:
                 f"{round_id}; one per device and round",
             )
         expect_phase(rnd, phase)
-        live = self.live.get(rnd, tx)
+        live = reads.live(rnd)
         handler = self.phases[phase]
         now = self.clock()
-        accepted = handler.accept(Incoming(tx, rnd, live, device, message.body, now))
-        tx.insert_message(
-            Message(
-                round_id,
-                device.device_id,
-                phase,
-                message.digest,
-                accepted.payload,
-                accepted.blob,
-                accepted.response,
-                now,
-            )
-        )
+        if handler.writes:  # a refusal must leave none of the rows its checks wrote
+            with tx.savepoint():
+                accepted = handler.accept(Incoming(tx, rnd, live, device, message.body, now))
+                stored = _stored(message, accepted, now)
+                tx.insert_message(stored)
+        else:  # checks only read: a refusal raises before anything is written
+            accepted = handler.accept(Incoming(tx, rnd, live, device, message.body, now))
+            stored = _stored(message, accepted, now)
+            reads.defer(stored)
+        reads.accepted(stored, handler.quota(rnd, live.params))
         live.note(phase, device.device_id)
-        if tx.count_messages(round_id, phase) >= handler.quota(rnd, live.params):
-            self._due = True
         return accepted.response
 
     def _cached_round(self, tx: Transaction, round_id: int) -> Round:
@@ -153,6 +155,95 @@ class MessageIntake:
         if cached is None or cached.state != state:
             cached = self._rounds[round_id] = load_round(tx, round_id)
         return cached
+
+
+class BatchReads:
+    """What a group commit's messages read, fetched once per batch, and the writes it
+    defers: one query for the round row, the devices' earlier messages and their
+    participations instead of one each per message; the deferred messages go in with
+    one ``executemany``, and whether a phase may be complete is counted once per phase.
+
+    Everything is read inside the batch's write transaction (writers are serialised),
+    so nothing read here can change before the commit except by this batch, whose own
+    messages are remembered as they are accepted.
+    """
+
+    def __init__(self, intake: MessageIntake, tx: Transaction, batch: list[PendingMessage]):
+        self.intake = intake
+        self.tx = tx
+        self._rounds: dict[int, Round] = {}
+        self._live: dict[int, LiveRound] = {}
+        self._messages: dict[tuple[int, str], dict[str, Message]] = {}
+        self._deferred: list[Message] = []
+        self._quotas: dict[tuple[int, str], int] = {}
+        groups: dict[tuple[int, str], list[str]] = {}
+        for m in batch:
+            groups.setdefault((m.round_id, m.phase), []).append(m.device.device_id)
+        self._groups = groups
+
+    def round(self, round_id: int) -> Round:
+        if round_id not in self._rounds:
+            self._rounds[round_id] = self.intake._cached_round(self.tx, round_id)
+        return self._rounds[round_id]
+
+    def live(self, rnd: Round) -> LiveRound:
+        """The round's SecAgg state (synced once per batch), participations prefetched."""
+        if rnd.round_id not in self._live:
+            self._live[rnd.round_id] = self.intake.live.get(rnd, self.tx)
+            if rnd.state != "advertise":  # later phases check the sender joined
+                ids = [d for (r, _), ds in self._groups.items() if r == rnd.round_id for d in ds]
+                self.tx.participants_of(rnd.round_id, ids)
+        return self._live[rnd.round_id]
+
+    def message(self, round_id: int, device_id: str, phase: str) -> Message | None:
+        """The device's ``phase`` message stored before, or accepted earlier in this batch."""
+        key = (round_id, phase)
+        if key not in self._messages:
+            self._messages[key] = self.tx.messages_of(round_id, phase, self._groups.get(key, ()))
+        found = self._messages[key].get(device_id)
+        if found is None and device_id not in self._groups.get(key, ()):
+            return self.tx.get_message(round_id, device_id, phase)  # not prefetched
+        return found
+
+    def defer(self, message: Message) -> None:
+        self._deferred.append(message)
+
+    def replay_later(self, round_id: int) -> None:
+        """The round's cached SecAgg state may be wrong: store what this batch accepted
+        so far, and have the next message rebuild the state from the database."""
+        self._flush()
+        self._live.pop(round_id, None)
+        self.intake.live.drop(round_id)
+
+    def _flush(self) -> None:
+        if self._deferred:
+            self.tx.insert_messages(self._deferred)
+            self._deferred = []
+
+    def accepted(self, message: Message, quota: int) -> None:
+        key = (message.round_id, message.phase)
+        self._messages.setdefault(key, {})[message.device_id] = message
+        self._quotas[key] = quota
+
+    def finish(self) -> None:
+        """Write the deferred messages; note whether a phase may now be complete."""
+        self._flush()
+        for (round_id, phase), quota in self._quotas.items():
+            if self.tx.count_messages(round_id, phase) >= quota:
+                self.intake._due = True
+
+
+def _stored(message: PendingMessage, accepted: Accepted, now: float) -> Message:
+    return Message(
+        message.round_id,
+        message.device.device_id,
+        message.phase,
+        message.digest,
+        accepted.payload,
+        accepted.blob,
+        accepted.response,
+        now,
+    )
 
 
 def _is_validation(exc: BaseException) -> bool:

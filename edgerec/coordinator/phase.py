@@ -107,6 +107,10 @@ class Phase(ABC):
 
     #: the round state during this phase
     name: ClassVar[str]
+    #: :meth:`accept` writes rows besides the message itself (it then runs in a
+    #: savepoint); a phase whose checks only read has its messages stored together
+    #: at the end of the group commit
+    writes: ClassVar[bool] = False
 
     @abstractmethod
     def quota(self, rnd: Round, params: RoundParams) -> int:

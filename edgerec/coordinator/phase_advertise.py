@@ -33,6 +33,7 @@ class AdvertisePhase(Phase):
     """Admit sampled devices to the round by their fresh key pairs."""
 
     name = "advertise"
+    writes = True
 
     def quota(self, rnd: Round, params: RoundParams) -> int:
         """Every sampled device (never more than the cohort bound)."""

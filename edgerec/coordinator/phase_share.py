@@ -32,6 +32,7 @@ class SharePhase(Phase):
     """Relay the Shamir shares of each device's secrets to its neighbours."""
 
     name = "share"
+    writes = True
 
     def quota(self, rnd: Round, params: RoundParams) -> int:
         """Every device of the roster."""

@@ -76,6 +76,9 @@ class SqlTransaction(FleetQueries, Transaction):
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._depth = 0
+        # participations read by participants_of() or written here, valid for this
+        # transaction (None: known not to have joined); a savepoint rollback clears it
+        self._participants: dict[tuple[int, str], Participant | None] = {}
 
     # -- what a backend supplies -------------------------------------------------------
     @abstractmethod
@@ -104,6 +107,7 @@ class SqlTransaction(FleetQueries, Transaction):
         try:
             yield
         except BaseException:
+            self._participants.clear()
             self._execute(f"ROLLBACK TO SAVEPOINT {name}")
             self._execute(f"RELEASE SAVEPOINT {name}")
             raise
@@ -282,7 +286,10 @@ class SqlTransaction(FleetQueries, Transaction):
             f"INSERT INTO participants({_PARTICIPANT_COLUMNS}) VALUES (?, ?, ?, ?)",
             (round_id, device_id, client_id, now),
         )
-        return Participant(round_id, device_id, client_id, now)
+        part = self._participants[(round_id, device_id)] = Participant(
+            round_id, device_id, client_id, now
+        )
+        return part
 
     def participant_by_client(self, round_id: int, client_id: int) -> Participant | None:
         row = self._one(
@@ -292,6 +299,9 @@ class SqlTransaction(FleetQueries, Transaction):
         return None if row is None else Participant(*row)
 
     def get_participant(self, round_id: int, device_id: str) -> Participant | None:
+        key = (round_id, device_id)
+        if key in self._participants:
+            return self._participants[key]
         row = self._one(
             f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE round_id = ? AND device_id = ?",
             (round_id, device_id),
@@ -306,21 +316,66 @@ class SqlTransaction(FleetQueries, Transaction):
         )
         return [Participant(*r) for r in rows]
 
-    def insert_message(self, message: Message) -> None:
-        self._execute(
-            "INSERT INTO messages(round_id, device_id, phase, digest, payload, blob, response, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.round_id,
-                message.device_id,
-                message.phase,
-                message.digest,
-                dumps(message.payload),
-                message.blob,
-                dumps(message.response),
-                message.received_at,
-            ),
+    def participants_of(self, round_id: int, device_ids: Sequence[str]) -> dict[str, Participant]:
+        found: dict[str, Participant] = {}
+        for chunk in _chunks(device_ids):
+            rows = self._all(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE round_id = ? "
+                f"AND device_id IN ({', '.join('?' * len(chunk))})",
+                (round_id, *chunk),
+            )
+            found.update((r[1], Participant(*r)) for r in rows)
+        for device_id in device_ids:
+            self._participants[(round_id, device_id)] = found.get(device_id)
+        return found
+
+    _INSERT_MESSAGE = (
+        "INSERT INTO messages(round_id, device_id, phase, digest, payload, blob, response, "
+        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _message_row(message: Message) -> tuple:
+        return (
+            message.round_id,
+            message.device_id,
+            message.phase,
+            message.digest,
+            dumps(message.payload),
+            message.blob,
+            dumps(message.response),
+            message.received_at,
         )
+
+    def insert_message(self, message: Message) -> None:
+        self._execute(self._INSERT_MESSAGE, self._message_row(message))
+
+    def insert_messages(self, messages: Sequence[Message]) -> None:
+        if len(messages) == 1:
+            self.insert_message(messages[0])
+            return
+        cur = self.conn.cursor()
+        try:  # psycopg pipelines an executemany: one round trip for the batch
+            cur.executemany(
+                self._sql(self._INSERT_MESSAGE), [self._message_row(m) for m in messages]
+            )
+        finally:
+            cur.close()
+
+    def messages_of(
+        self, round_id: int, phase: str, device_ids: Sequence[str]
+    ) -> dict[str, Message]:
+        found: dict[str, Message] = {}
+        for chunk in _chunks(device_ids):
+            marks = ", ".join("?" * len(chunk))
+            rows = self._all(
+                "SELECT round_id, device_id, phase, digest, payload, "
+                f"{self.null_blob}, response, received_at FROM messages "
+                f"WHERE round_id = ? AND phase = ? AND device_id IN ({marks})",
+                (round_id, phase, *chunk),
+            )
+            found.update((r[1], self._message(r)) for r in rows)
+        return found
 
     def get_message(self, round_id: int, device_id: str, phase: str) -> Message | None:
         row = self._one(
@@ -373,3 +428,13 @@ class SqlTransaction(FleetQueries, Transaction):
             (round_id, recipient),
         )
         return {int(s): c for s, c in rows}
+
+
+#: ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's parameter limits
+_CHUNK = 500
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), _CHUNK):
+        yield unique[start : start + _CHUNK]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,6 +300,26 @@ class Transaction(ABC):
 
     @abstractmethod
     def count_messages(self, round_id: int, phase: str) -> int: ...
+
+    # -- batch forms: one query for a group commit's messages (defaults loop) -----------
+    def participants_of(self, round_id: int, device_ids: Sequence[str]) -> dict[str, Participant]:
+        """The participations of those of ``device_ids`` that joined the round, by device;
+        later :meth:`get_participant` calls in this transaction may answer from it."""
+        found = {d: self.get_participant(round_id, d) for d in device_ids}
+        return {d: p for d, p in found.items() if p is not None}
+
+    def messages_of(
+        self, round_id: int, phase: str, device_ids: Sequence[str]
+    ) -> dict[str, Message]:
+        """The stored ``phase`` messages of ``device_ids`` in the round, by device,
+        without their blobs (what an idempotency check needs)."""
+        found = {d: self.get_message(round_id, d, phase) for d in device_ids}
+        return {d: m for d, m in found.items() if m is not None}
+
+    def insert_messages(self, messages: Sequence[Message]) -> None:
+        """Store several messages (one round trip where the driver can)."""
+        for message in messages:
+            self.insert_message(message)
 
     def message_device_ids(self, round_id: int, phase: str) -> list[str]:
         """The devices whose ``phase`` message of the round is stored (ids only)."""

@@ -5,7 +5,9 @@ It listens only on a unix socket inside its own temp dir, so it can clash with n
 other server. As root, ``initdb`` and ``postgres`` refuse to run, so they run as
 the ``postgres`` user (``runuser``). ``fsync`` is off: the tests check logic, as
 the SQLite tests do with ``synchronous=normal``; a killed coordinator process
-still loses nothing because the server holds every committed row.
+still loses nothing because the server holds every committed row. The benchmarks
+start it with ``durable=True`` (the server's defaults: ``fsync``, full-page writes),
+so that a commit is as durable as SQLite's ``synchronous=FULL`` they compare it with.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def find_bin_dir() -> Path | None:
 class PgCluster:
     """``start()`` a fresh cluster, hand out one empty schema per test, ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError(INSTALL_HINT)
@@ -83,9 +86,12 @@ class PgCluster:
         )  # fmt: skip
         opts = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.root}' -p {PORT} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=32MB"
+            "-c max_connections=200 "
         )
+        if self.durable:
+            opts += "-c shared_buffers=128MB"
+        else:
+            opts += "-c fsync=off -c full_page_writes=off -c shared_buffers=32MB"
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", opts,
             "start",
