@@ -12,11 +12,20 @@ Two kinds, so that what a dashboard shows is right however many processes serve:
   drift from it.
 
 Each app gets its own registry (no global state: tests build many apps).
+
+**Several processes.** ``serve --workers N`` runs N processes behind one port, and a
+scrape reaches one of them. So that the counters are the whole server's, not the
+answering process's, the supervisor gives its workers one ``PROMETHEUS_MULTIPROC_DIR``
+(:data:`MULTIPROC_ENV`): ``prometheus-client`` then keeps every process's counter
+values in files there and :meth:`Metrics.render` sums them
+(``MultiProcessCollector``). Independent hosts (``--shared-db``) are scraped one by
+one, as Prometheus scrapes any replicated service; their database gauges agree.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +41,9 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "edgerec_coordinator"
+#: set (by ``serve --workers N``) before ``prometheus_client`` is imported: counters
+#: live in files in this folder, shared by the workers
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: request latency buckets, seconds (group commit and unmasking reach seconds)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: HTTP path segment of each phase message -> the phase it carries
@@ -144,14 +156,23 @@ class Metrics:
         )
         for phase in MESSAGE_ROUTES.values():  # expose zeros before the first message
             self.messages.labels(phase)
-        self.registry.register(StateCollector(coordinator))
+        self._state = StateCollector(coordinator)
+        self.registry.register(self._state)
 
     def rejected(self, reason: str) -> None:
         """Count one refused request (called by the app's error handlers)."""
         self.rejections.labels(reason or "unknown").inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()  # every worker's counters, summed from their files
+        multiprocess.MultiProcessCollector(registry, path=folder)
+        registry.register(self._state)
+        return generate_latest(registry)
 
 
 class MetricsMiddleware:

@@ -139,8 +139,12 @@ def supervise_workers(opts: ServeOptions) -> None:
     SIGINT/SIGTERM stop them all. A worker that dies is not replaced: the others
     carry its rounds on (the database holds everything it acknowledged)."""
     import multiprocessing
+    import shutil
     import signal
     import socket
+    import tempfile
+
+    from .metrics import MULTIPROC_ENV
 
     sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,6 +154,9 @@ def supervise_workers(opts: ServeOptions) -> None:
         raise InputError(f"cannot listen on {opts.host}:{opts.port}: {exc}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
+    # one Prometheus multiprocess folder: /metrics sums every worker's counters
+    metrics_dir = tempfile.mkdtemp(prefix="edgerec-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir  # the spawned workers inherit it
     ctx = multiprocessing.get_context("spawn")
     workers = [
         ctx.Process(target=_worker_main, args=(opts, sock), name=f"coordinator-{i}")
@@ -172,6 +179,8 @@ def supervise_workers(opts: ServeOptions) -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
         sock.close()
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [w.name for w in workers if w.exitcode not in (0, -signal.SIGTERM)]
     if failed:
         log.warning("coordinator processes that ended abnormally: %s", ", ".join(failed))

@@ -182,6 +182,15 @@ def test_workers_serve_a_round_on_one_port_and_refuse_sqlite(tmp_path, pg_cluste
                 _sync_concurrently(pool, devices)
                 time.sleep(0.2)
         assert sorted(stored_heads(db)) == [0, 1]
+        # /metrics sums both workers' counters, whichever worker answers the scrape
+        uploads = stored = len(_uploads(db, 1))
+        for _ in range(6):
+            with httpx.Client() as fresh:  # a new connection: may reach the other worker
+                text = fresh.get(server.url + "/metrics", timeout=10).text
+            line = 'edgerec_coordinator_messages_accepted_total{phase="upload"}'
+            values = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
+            assert values == [float(stored)], (values, stored)
+        assert uploads == 8
         single = cli("serve", "--bundle", str(server.bundle), "--db", db,
                      "--port", str(free_port()))  # fmt: skip
         assert single.returncode == 2 and "--workers N / --shared-db" in single.stderr
