@@ -10,10 +10,16 @@ time, and a second conversion with another student (``--second-d-model``) that m
 the soft targets from the cache (``model_calls == 0``).
 
     nice -n 5 .venv/bin/python benchmarks/bench_byo_teacher.py --seeds 0,1,2
+    nice -n 5 .venv/bin/python benchmarks/bench_byo_teacher.py --framework keras
     .venv/bin/python benchmarks/bench_byo_teacher.py --smoke   # a few minutes, numbers mean nothing
 
-Results: ``benchmarks/results/byo_teacher.json`` (``--results``); bundles, teachers and
-the soft-target cache under ``--out`` (``benchmarks/out/byo``, not committed).
+With ``--framework keras`` the teacher is a SASRec written in plain Keras (right padding,
+``[B, L, V]`` output read at the last real position), saved as ``.keras`` and exported
+as a SavedModel; each is converted through its own ``teacher.toml``.
+
+Results: ``benchmarks/results/byo_teacher.json`` (Keras: ``byo_teacher_keras.json``;
+``--results``); bundles, teachers and the soft-target cache under ``--out``
+(``benchmarks/out/byo``, not committed).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -121,6 +128,92 @@ def train_sasrec(
     return model
 
 
+KERAS_TOML = """kind = "{kind}"
+path = "{path}"
+
+[input]
+name = "item_seq"
+max_len = {max_len}
+dtype = "int32"
+padding = "right"
+
+[output]
+position = "last_real"
+
+[vocabulary]
+path = "items.json"
+"""
+
+
+def train_keras_sasrec(
+    split: Any, max_len: int, epochs: int, seed: int, lr: float = 2e-3, d: int = 64
+) -> Any:
+    """A SASRec in plain Keras (no edgerec code): right padding, no ``[MASK]``, learned
+    positions, two causal blocks; output ``[B, L, V]``, the next-item logits at every
+    position (the descriptor picks the last real one)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    v = split.vocab.num_items + 1  # [PAD] at 0
+    inp = keras.Input((max_len,), dtype="int32", name="item_seq")
+    pad = keras.ops.expand_dims(keras.ops.cast(keras.ops.not_equal(inp, 0), "float32"), -1)
+    x = keras.layers.Embedding(v, d)(inp) * d**0.5
+    x = x + keras.layers.Embedding(max_len, d)(keras.ops.arange(max_len))[None]
+    x = keras.layers.Dropout(0.2)(x) * pad
+    for _ in range(2):
+        h = keras.layers.LayerNormalization()(x)
+        h = keras.layers.MultiHeadAttention(2, d // 2, dropout=0.2)(h, h, use_causal_mask=True)
+        x = x + keras.layers.Dropout(0.2)(h)
+        h = keras.layers.LayerNormalization()(x)
+        h = keras.layers.Dense(2 * d, activation="gelu")(h)
+        x = x + keras.layers.Dropout(0.2)(keras.layers.Dense(d)(h))
+        x = x * pad
+    x = keras.layers.LayerNormalization()(x)
+    logits = keras.layers.Dense(v, name="scores")(x)
+    model = keras.Model(inp, logits)
+    xs, ys = [], []
+    for seq in split.train:
+        seq = np.asarray(seq[-(max_len + 1) :], np.int32)
+        if len(seq) < 2:
+            continue
+        x_row = np.zeros(max_len, np.int32)
+        y_row = np.zeros(max_len, np.int32)
+        x_row[: len(seq) - 1] = seq[:-1]
+        y_row[: len(seq) - 1] = seq[1:]
+        xs.append(x_row)
+        ys.append(y_row)
+    x_all, y_all = np.stack(xs), np.stack(ys)
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(
+        x_all, y_all, sample_weight=(y_all > 0).astype("float32"), epochs=epochs,
+        batch_size=128, verbose=0,
+    )  # fmt: skip
+    return model
+
+
+def export_keras_teacher(model: Any, split: Any, max_len: int, folder: Path) -> dict[str, Path]:
+    """``model.keras`` and ``saved_model/`` with a descriptor each."""
+    import tensorflow as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    model.export(
+        str(folder / "saved_model"),
+        format="tf_saved_model",
+        input_signature=[tf.TensorSpec([None, max_len], tf.int32, name="item_seq")],
+        verbose=False,
+    )
+    (folder / "items.json").write_text(json.dumps(["[PAD]", *split.vocab.item_ids]))
+    out = {}
+    for kind, path in (("keras", "model.keras"), ("savedmodel", "saved_model")):
+        out[kind] = folder / f"{kind}.toml"
+        out[kind].write_text(KERAS_TOML.format(kind=kind, path=path, max_len=max_len))
+    return out
+
+
 def export_teacher(model: Any, split: Any, max_len: int, folder: Path) -> Path:
     import torch
 
@@ -141,15 +234,35 @@ def export_teacher(model: Any, split: Any, max_len: int, folder: Path) -> Path:
     return descriptor
 
 
-def run_seed(args: argparse.Namespace, split: Any, seed: int) -> dict[str, Any]:
+def run_seed(args: argparse.Namespace, split: Any, seed: int) -> list[dict[str, Any]]:
+    """Train the teacher of ``args.framework`` for ``seed`` and convert each of its kinds."""
+    folder = Path(args.out) / args.framework / f"seed{seed}"
+    t0 = time.perf_counter()
+    if args.framework == "torch":
+        model = train_sasrec(split, args.max_len, args.teacher_epochs, seed, args.teacher_lr)
+        descriptors = {"onnx": export_teacher(model, split, args.max_len, folder / "teacher")}
+    else:
+        model = train_keras_sasrec(split, args.max_len, args.teacher_epochs, seed, args.teacher_lr)
+        descriptors = export_keras_teacher(model, split, args.max_len, folder / "teacher")
+        descriptors = {k: descriptors[k] for k in args.kinds.split(",")}
+    train_s = time.perf_counter() - t0
+    return [
+        {
+            "kind": kind,
+            "teacher_train_s": round(train_s, 1),
+            **convert_twice(args, split, seed, descriptor, folder / kind),
+        }  # fmt: skip
+        for kind, descriptor in descriptors.items()
+    ]
+
+
+def convert_twice(
+    args: argparse.Namespace, split: Any, seed: int, descriptor: Path, folder: Path
+) -> dict[str, Any]:
+    """The default conversion, then one with another student from the cached soft targets."""
     from edgerec.converters.config import ConvertConfig
     from edgerec.converters.pipeline import convert
 
-    folder = Path(args.out) / f"seed{seed}"
-    t0 = time.perf_counter()
-    model = train_sasrec(split, args.max_len, args.teacher_epochs, seed, args.teacher_lr)
-    descriptor = export_teacher(model, split, args.max_len, folder / "teacher")
-    train_s = time.perf_counter() - t0
     config = ConvertConfig.from_toml(args.config).with_overrides(seed=seed, epochs=args.epochs)
     cache = Path(args.out) / "soft-targets"
     t1 = time.perf_counter()
@@ -167,11 +280,12 @@ def run_seed(args: argparse.Namespace, split: Any, seed: int) -> dict[str, Any]:
     q = first.summary["quality"]
     return {
         "seed": seed,
-        "teacher_train_s": round(train_s, 1),
         "teacher": q["teacher"],
         "teacher_gate": first.summary["teacher"]["gate"],
+        "baselines_test": q.get("baselines"),
         "default_artifact": q.get("artifact"),
         "default": q.get("default"),
+        "default_bytes": _artifact_bytes(first),
         "ratio": q.get("ratio"),
         "bootstrap": q.get("bootstrap"),
         "status": first.status,
@@ -187,10 +301,25 @@ def run_seed(args: argparse.Namespace, split: Any, seed: int) -> dict[str, Any]:
     }
 
 
+def _artifact_bytes(result: Any) -> int | None:
+    name = result.summary["quality"].get("artifact")
+    for a in result.summary.get("artifacts", []):
+        if a.get("name") == name:
+            return a.get("bytes")
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="movielens-100k")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--framework",
+        choices=("torch", "keras"),
+        default="torch",
+        help="torch: the SASRec exported to ONNX; keras: a Keras SASRec as .keras + SavedModel",
+    )
+    parser.add_argument("--kinds", default="keras,savedmodel", help="keras framework: kinds")
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--teacher-epochs", type=int, default=200)
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
@@ -211,10 +340,11 @@ def main() -> int:
     from edgerec.data import leave_one_out, load_dataset
 
     split = leave_one_out(load_dataset(args.data))
-    runs = [run_seed(args, split, int(s)) for s in args.seeds.split(",")]
+    runs = [r for s in args.seeds.split(",") for r in run_seed(args, split, int(s))]
     for r in runs:
         print(
-            f"seed {r['seed']}: teacher NDCG@10 {r['teacher']['NDCG@10']:.4f}  "
+            f"{r['kind']} seed {r['seed']}: teacher NDCG@10 {r['teacher']['NDCG@10']:.4f}  "
+            f"gate {'pass' if r['teacher_gate']['passed'] else 'FAIL'}  "
             f"default {r['default_artifact']} NDCG@10 {(r['default'] or {}).get('NDCG@10', 0):.4f}"
             f"  ratio {r['ratio'] or 0:.1%}  {r['status']}  convert {r['convert_s']:.0f} s  "
             f"re-run {r['second']['convert_s']:.0f} s "
@@ -225,13 +355,20 @@ def main() -> int:
         return 0
     result = {
         "benchmark": "bench_byo_teacher",
+        "framework": args.framework,
         "data": args.data,
-        "protocol": runs[0]["teacher_gate"]["protocol"] if runs else "",
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "protocol": "leave-one-out test target, full ranking, history kept",
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },  # fmt: skip
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "args": {k: str(v) for k, v in vars(args).items()},
         "runs": runs,
     }
-    out = args.results or ROOT / "benchmarks" / "results" / "byo_teacher.json"
+    name = "byo_teacher.json" if args.framework == "torch" else "byo_teacher_keras.json"
+    out = args.results or ROOT / "benchmarks" / "results" / name
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"results: {out}")
     return 0
