@@ -212,7 +212,7 @@ class DeviceRegistry:
         device_id = parse_token(token)
         if device_id is None:
             raise errors.unauthenticated("malformed device token")
-        with self.storage.read() as tx:
+        with self.storage.read_single() as tx:  # on every request: one statement
             device = tx.get_device(device_id)
         # hash the presented token even for an unknown device: same work either way
         current = device.token_hash if device is not None else b"\x00" * 32

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -55,6 +56,8 @@ _MIGRATE_LOCK = 2
 _SERVE_LOCK = 3
 
 _OWN_OPTIONS = ("synchronous", "pool_max")
+#: a pooled connection idle longer than this is checked (one round trip) before use
+_CHECK_AFTER_IDLE_S = 5.0
 
 
 def _require_psycopg() -> Any:
@@ -137,6 +140,7 @@ class PostgresStorage(Storage):
         self._local = threading.local()  # the exclusive() transaction of this thread
         self._closed = False
         self._serve_conn: Any = None
+        self._returned_at: dict[int, float] = {}  # id(connection) -> back in the pool at
         self.schema_found: int | None = None
         self.schema_version = 0
         self.pool = ConnectionPool(
@@ -145,7 +149,8 @@ class PostgresStorage(Storage):
             max_size=pool_max,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             configure=self._configure,
-            check=ConnectionPool.check_connection,
+            check=self._check_if_idle,
+            reset=self._note_returned,
             open=False,
             name="edgerec-coordinator",
         )
@@ -165,6 +170,18 @@ class PostgresStorage(Storage):
         except BaseException:
             self.pool.close()
             raise
+
+    def _note_returned(self, conn: Any) -> None:
+        self._returned_at[id(conn)] = time.monotonic()
+
+    def _check_if_idle(self, conn: Any) -> None:
+        """Check a pooled connection before use only when it sat idle for a while: one
+        round trip saved per request, while a connection the server or the network
+        dropped during a quiet spell is still found and replaced before it is used."""
+        from psycopg_pool import ConnectionPool
+
+        if time.monotonic() - self._returned_at.get(id(conn), 0.0) > _CHECK_AFTER_IDLE_S:
+            ConnectionPool.check_connection(conn)
 
     def _configure(self, conn: Any) -> None:
         if self.synchronous == "normal":
@@ -256,6 +273,14 @@ class PostgresStorage(Storage):
                 yield
             finally:
                 self._local.tx = None
+
+    @contextmanager
+    def read_single(self) -> Iterator[PostgresTransaction]:
+        """For one statement: no ``BEGIN``/``COMMIT`` round trips (autocommit; a single
+        statement sees one snapshot by itself)."""
+        self._check_open()
+        with self.pool.connection() as conn:
+            yield PostgresTransaction(conn)
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:

@@ -355,6 +355,12 @@ class Storage(ABC):
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only snapshot transaction."""
 
+    def read_single(self) -> AbstractContextManager[Transaction]:
+        """For a read of one statement (e.g. a device's token check on every request):
+        a backend may skip the transaction's own round trips. Same as :meth:`read`
+        unless overridden."""
+        return self.read()
+
     @abstractmethod
     def close(self) -> None: ...
 
