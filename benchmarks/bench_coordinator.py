@@ -35,7 +35,10 @@ PostgreSQL with one process and PostgreSQL with ``--workers 2``, each on a fresh
 database (a throw-away PostgreSQL cluster started for the run, as the tests do;
 needs the PostgreSQL binaries), and writes ``results/coordinator_scaling.json``::
 
-    .venv/bin/python benchmarks/bench_coordinator.py --compare --devices 400
+    .venv/bin/python benchmarks/bench_coordinator.py --compare --devices 400 --repeat 3
+
+``--repeat N`` runs the three configurations N times, interleaved, and reports each
+configuration's median.
 """
 
 from __future__ import annotations
@@ -400,23 +403,42 @@ HEADER = (
 )
 
 
+CONFIGS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+
+
 def compare(args: argparse.Namespace, tmp: Path) -> int:
-    """SQLite x1, PostgreSQL x1, PostgreSQL x2 in one run (see the module docstring)."""
+    """SQLite x1, PostgreSQL x1, PostgreSQL x2 in one run, ``--repeat`` times interleaved
+    (so that a load change on the shared host hits every configuration alike); each
+    configuration is summarised by the median of its runs (see the module docstring)."""
     sys.path.insert(0, str(ROOT))
     from tests.coordinator.pgcluster import PgCluster
 
     cluster = PgCluster(durable=True).start()  # fsync on: as durable as SQLite FULL
-    runs = []
+    runs: list[dict] = []
     try:
-        for name, workers in (("sqlite", 1), ("postgresql", 1), ("postgresql", 2)):
-            work = tmp / f"{name}-{workers}"
-            work.mkdir()
-            url = f"sqlite:///{work / 'coordinator.db'}" if name == "sqlite" else None
-            print(f"== {name}, {workers} process(es)")
-            runs.append(measure(url or cluster.new_schema(), args, work, workers))
+        for rep in range(args.repeat):
+            for name, workers in CONFIGS:
+                work = tmp / f"{name}-{workers}-{rep}"
+                work.mkdir()
+                url = f"sqlite:///{work / 'coordinator.db'}" if name == "sqlite" else None
+                print(f"== {name}, {workers} process(es), run {rep + 1}/{args.repeat}")
+                run = measure(url or cluster.new_schema(), args, work, workers)
+                run["repetition"] = rep
+                runs.append(run)
     finally:
         cluster.stop()
-    base = runs[1]["results"]["uploads_per_s"]
+    medians = {}
+    for name, workers in CONFIGS:
+        mine = [r for r in runs if r["backend"] == name and r["processes"] == workers]
+        medians[f"{name}_x{workers}"] = {
+            key: statistics.median(r["results"][key] for r in mine)
+            for key in ("uploads_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_upload")
+        }
+        if name == "postgresql":
+            medians[f"{name}_x{workers}"]["database_cpu_ms_per_upload"] = statistics.median(
+                r["results"]["database_cpu_ms_per_upload"] for r in mine
+            )
+    base = medians["postgresql_x1"]["uploads_per_s"]
     result = {
         "benchmark": "coordinator_scaling",
         "unit": "validated, durably committed masked uploads per second",
@@ -429,8 +451,9 @@ def compare(args: argparse.Namespace, tmp: Path) -> int:
         "database": "PostgreSQL 15 throw-away cluster on the same host and disk, fsync on, "
         "synchronous_commit on (the server defaults), shared_buffers 128MB",
         "runs": runs,
-        "postgresql_2_vs_1_processes": runs[2]["results"]["uploads_per_s"] / base,
-        "postgresql_vs_sqlite_1_process": base / runs[0]["results"]["uploads_per_s"],
+        "medians": medians,
+        "postgresql_2_vs_1_processes": medians["postgresql_x2"]["uploads_per_s"] / base,
+        "postgresql_vs_sqlite_1_process": base / medians["sqlite_x1"]["uploads_per_s"],
     }
     out = (
         args.out
@@ -443,7 +466,11 @@ def compare(args: argparse.Namespace, tmp: Path) -> int:
     print(HEADER)
     for run in runs:
         print_row(run, args.concurrency, args.params)
-    print(f"\nwrote {out}")
+    print("\nmedians:", json.dumps(medians, indent=1))
+    print(
+        f"PostgreSQL x1 / SQLite x1 = {result['postgresql_vs_sqlite_1_process']:.2f}; "
+        f"PostgreSQL x2 / x1 = {result['postgresql_2_vs_1_processes']:.2f}; wrote {out}"
+    )
     ok = all(r["results"]["aggregate_correct"] for r in runs)
     return 0 if ok and all(r["results"]["accepted"] == args.devices for r in runs) else 1
 
@@ -461,6 +488,7 @@ def main() -> int:
     ap.add_argument(
         "--compare", action="store_true", help="SQLite x1, PostgreSQL x1 and x2 in one run"
     )
+    ap.add_argument("--repeat", type=int, default=1, help="--compare: interleaved repetitions")
     ap.add_argument("--out", type=Path, default=RESULTS / "coordinator.json")
     args = ap.parse_args()
 
