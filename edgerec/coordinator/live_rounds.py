@@ -138,10 +138,10 @@ class LiveRounds:
         seen = live.seen.setdefault(phase, set())
         if tx.count_messages(rnd.round_id, phase) == len(seen):
             return live
-        for device_id in tx.message_device_ids(rnd.round_id, phase):
-            if device_id in seen:
-                continue
-            m = tx.get_message(rnd.round_id, device_id, phase)
+        missing = [d for d in tx.message_device_ids(rnd.round_id, phase) if d not in seen]
+        stored = tx.messages_of(rnd.round_id, phase, missing, with_blob=True)  # one query
+        for device_id in missing:
+            m = stored.get(device_id)
             assert m is not None, "a stored message vanished inside a transaction"
             _apply(live, phase, m)
             self.catch_ups += 1

@@ -363,14 +363,15 @@ class SqlTransaction(FleetQueries, Transaction):
             cur.close()
 
     def messages_of(
-        self, round_id: int, phase: str, device_ids: Sequence[str]
+        self, round_id: int, phase: str, device_ids: Sequence[str], with_blob: bool = False
     ) -> dict[str, Message]:
         found: dict[str, Message] = {}
+        blob = "blob" if with_blob else self.null_blob
         for chunk in _chunks(device_ids):
             marks = ", ".join("?" * len(chunk))
             rows = self._all(
                 "SELECT round_id, device_id, phase, digest, payload, "
-                f"{self.null_blob}, response, received_at FROM messages "
+                f"{blob}, response, received_at FROM messages "
                 f"WHERE round_id = ? AND phase = ? AND device_id IN ({marks})",
                 (round_id, phase, *chunk),
             )

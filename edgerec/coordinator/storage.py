@@ -21,6 +21,7 @@ the shared, versioned schema in :mod:`.migrations`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -309,12 +310,16 @@ class Transaction(ABC):
         return {d: p for d, p in found.items() if p is not None}
 
     def messages_of(
-        self, round_id: int, phase: str, device_ids: Sequence[str]
+        self, round_id: int, phase: str, device_ids: Sequence[str], with_blob: bool = False
     ) -> dict[str, Message]:
-        """The stored ``phase`` messages of ``device_ids`` in the round, by device,
-        without their blobs (what an idempotency check needs)."""
+        """The stored ``phase`` messages of ``device_ids`` in the round, by device; without
+        their blobs (what an idempotency check needs) unless ``with_blob``."""
         found = {d: self.get_message(round_id, d, phase) for d in device_ids}
-        return {d: m for d, m in found.items() if m is not None}
+        return {
+            d: m if with_blob or m is None else dataclasses.replace(m, blob=None)
+            for d, m in found.items()
+            if m is not None
+        }
 
     def insert_messages(self, messages: Sequence[Message]) -> None:
         """Store several messages (one round trip where the driver can)."""
