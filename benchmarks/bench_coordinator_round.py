@@ -18,8 +18,8 @@ Timed, everything over HTTP/1.1 keep-alive to the served processes:
    point): ``GET /v1/rounds/current`` and ``POST advertise``; ``GET keys`` and ``POST
    shares``; ``GET shares`` and ``POST masked``; ``GET unmask`` and ``POST unmask``.
    Between phases the driver waits until the coordinator moved the round on (as a
-   fleet's devices come back on their own schedule); at most ``--concurrency`` devices
-   are in flight at once.
+   fleet's devices come back on their own schedule); ``--concurrency`` keep-alive
+   connections carry the devices' requests, one device at a time each.
 
 Checked afterwards: the number of acknowledged uploads equals the uploads stored in the
 database and the round's survivors, and the published head equals the exact sum of the
@@ -56,8 +56,10 @@ from bench_coordinator import (  # noqa: E402  (benchmarks/ is not a package)
     cpu_seconds,
     database_cpu_seconds,
     free_port,
+    http_request,
     machine,
     make_bundle,
+    read_response,
     start_server,
 )
 
@@ -83,7 +85,7 @@ class Device:
 
     def __init__(self, device_id: str, token: str, seed: int) -> None:
         self.device_id = device_id
-        self.auth = {"authorization": f"Bearer {token}"}
+        self.token = token
         self.rng = np.random.default_rng(seed)
         self.client: Any = None
         self.update: np.ndarray | None = None
@@ -93,85 +95,104 @@ class Device:
         return f"/v1/rounds/{round_id}/devices/{self.device_id}/{what}"
 
 
-async def _post(http: Any, dev: Device, url: str, body: dict, phase: str) -> None:
-    r = await http.post(url, json=body, headers=dev.auth)
-    dev.acks[phase] = r.status_code == 200
-    if r.status_code != 200:
-        print(f"  {dev.device_id} {phase}: {r.status_code} {r.text[:200]}", file=sys.stderr)
+class Connection:
+    """One keep-alive HTTP/1.1 connection of the load generator (raw asyncio streams, as
+    in ``bench_coordinator.py``: the devices' HTTP costs this shared host little CPU)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: Any = None
+        self.writer: Any = None
+
+    async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        self.writer.write(http_request(method, path, token, data))
+        await self.writer.drain()
+        status, raw = await read_response(self.reader)
+        return status, (json.loads(raw) if raw else None)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
-async def advertise(http: Any, dev: Device, round_id: int) -> None:
+async def _post(conn: Connection, dev: Device, path: str, body: dict, phase: str) -> None:
+    status, answer = await conn.request("POST", path, dev.token, body)
+    dev.acks[phase] = status == 200
+    if status != 200:
+        print(f"  {dev.device_id} {phase}: {status} {str(answer)[:200]}", file=sys.stderr)
+
+
+async def advertise(conn: Connection, dev: Device, round_id: int) -> None:
     from edgerec.federated.protocol import RoundParams
     from edgerec.federated.secagg import SecAggClient
 
-    view = (await http.get("/v1/rounds/current", headers=dev.auth)).json()
+    _, view = await conn.request("GET", "/v1/rounds/current", dev.token)
     if view.get("round") != round_id or not view.get("selected"):
         return
     dev.client = SecAggClient(view["client_id"], RoundParams.from_wire(view["params"]))
-    await _post(http, dev, dev.path(round_id, "advertise"), dev.client.advertise().to_wire(), "ad")
+    await _post(conn, dev, dev.path(round_id, "advertise"), dev.client.advertise().to_wire(), "ad")
 
 
-async def share(http: Any, dev: Device, round_id: int) -> None:
+async def share(conn: Connection, dev: Device, round_id: int) -> None:
     from edgerec.federated.protocol import KeysBundle
 
     if not dev.acks.get("ad"):
         return
-    r = await http.get(dev.path(round_id, "keys"), headers=dev.auth)
-    keys = KeysBundle.from_wire(r.json(), dev.client.params)
-    body = dev.client.share_keys(keys).to_wire()
-    await _post(http, dev, dev.path(round_id, "shares"), body, "share")
+    _, keys = await conn.request("GET", dev.path(round_id, "keys"), dev.token)
+    body = dev.client.share_keys(KeysBundle.from_wire(keys, dev.client.params)).to_wire()
+    await _post(conn, dev, dev.path(round_id, "shares"), body, "share")
 
 
-async def upload(http: Any, dev: Device, round_id: int) -> None:
+async def upload(conn: Connection, dev: Device, round_id: int) -> None:
     from edgerec.federated.dp import privatize
     from edgerec.federated.protocol import ShareDelivery
 
     if not dev.acks.get("share"):
         return
     params = dev.client.params
-    r = await http.get(dev.path(round_id, "shares"), headers=dev.auth)
-    delivery = ShareDelivery.from_wire(r.json(), params)
+    _, shares = await conn.request("GET", dev.path(round_id, "shares"), dev.token)
+    delivery = ShareDelivery.from_wire(shares, params)
     update = privatize(dev.rng.normal(0, 0.01, params.vector_length), params, dev.rng)
     body = dev.client.masked_input(update.values, delivery).to_wire()
-    await _post(http, dev, dev.path(round_id, "masked"), body, "upload")
+    await _post(conn, dev, dev.path(round_id, "masked"), body, "upload")
     if dev.acks["upload"]:
         dev.update = update.values
 
 
-async def unmask(http: Any, dev: Device, round_id: int) -> None:
+async def unmask(conn: Connection, dev: Device, round_id: int) -> None:
     from edgerec.federated.protocol import UnmaskRequest
 
     if not dev.acks.get("upload"):
         return
-    r = await http.get(dev.path(round_id, "unmask"), headers=dev.auth)
-    req = UnmaskRequest.from_wire(r.json(), dev.client.params)
-    await _post(http, dev, dev.path(round_id, "unmask"), dev.client.unmask(req).to_wire(), "unm")
+    _, req = await conn.request("GET", dev.path(round_id, "unmask"), dev.token)
+    body = dev.client.unmask(UnmaskRequest.from_wire(req, dev.client.params)).to_wire()
+    await _post(conn, dev, dev.path(round_id, "unmask"), body, "unm")
 
 
-async def wait_state(http: Any, dev: Device, round_id: int, states: set[str], limit: float) -> str:
+async def wait_state(
+    conn: Connection, dev: Device, round_id: int, states: set[str], limit: float
+) -> str:
     deadline = time.monotonic() + limit
     while True:
-        view = (await http.get(f"/v1/rounds/{round_id}", headers=dev.auth)).json()
+        _, view = await conn.request("GET", f"/v1/rounds/{round_id}", dev.token)
         if view["state"] in states or time.monotonic() > deadline:
             return str(view["state"])
         await asyncio.sleep(0.2)
 
 
 async def run_round(port: int, devices: list[Device], args: argparse.Namespace) -> dict:
-    import httpx
-
-    limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-    )
-    timeout = httpx.Timeout(120.0)
     phases: dict[str, float] = {}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=timeout
-    ) as http:
+    conns = [Connection(port) for _ in range(args.concurrency)]
+    try:
         t0 = time.perf_counter()
-        r = await http.post(
+        status, opened = await conns[0].request(
+            "POST",
             "/v1/admin/rounds",
-            json={
+            ADMIN_TOKEN,
+            {
                 "cohort_target": len(devices),
                 "min_cohort": max(2, int(0.8 * len(devices))),
                 "deadline_s": 3600,
@@ -179,20 +200,22 @@ async def run_round(port: int, devices: list[Device], args: argparse.Namespace) 
                 "target_epsilon": args.target_epsilon,
                 "dropout": args.dropout,
             },
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
         )
-        r.raise_for_status()
-        opened = r.json()
+        if status != 201:
+            raise RuntimeError(f"open round: {status} {opened}")
         round_id = int(opened["round"])
         phases["open"] = time.perf_counter() - t0
-        sem = asyncio.Semaphore(args.concurrency)
 
         async def each(fn: Any) -> None:
-            async def one(dev: Device) -> None:
-                async with sem:
-                    await fn(http, dev, round_id)
+            queue: asyncio.Queue[Device] = asyncio.Queue()
+            for d in devices:
+                queue.put_nowait(d)
 
-            await asyncio.gather(*(one(d) for d in devices))
+            async def worker(conn: Connection) -> None:
+                while not queue.empty():
+                    await fn(conn, queue.get_nowait(), round_id)
+
+            await asyncio.gather(*(worker(c) for c in conns))
 
         steps = (
             ("advertise", advertise, {"share", "failed", "aborted"}),
@@ -204,12 +227,15 @@ async def run_round(port: int, devices: list[Device], args: argparse.Namespace) 
         for name, fn, after in steps:
             t = time.perf_counter()
             await each(fn)
-            state = await wait_state(http, devices[0], round_id, after, args.phase_wait)
+            state = await wait_state(conns[0], devices[0], round_id, after, args.phase_wait)
             phases[name] = time.perf_counter() - t
             print(f"  {name}: {phases[name]:.1f} s -> {state}")
             if state not in {"share", "upload", "unmask", "done"}:
                 break
         total = time.perf_counter() - t0
+    finally:
+        for c in conns:
+            c.close()
     return {
         "round_id": round_id,
         "round": {
@@ -308,7 +334,8 @@ def main() -> int:
         "database": "PostgreSQL 15 throw-away cluster on the same host, fsync on"
         if cluster
         else "given --db",
-        "clients": "asyncio + httpx, SecAggClient + privatize per device, in one process",
+        "clients": "asyncio raw HTTP/1.1 keep-alive connections, SecAggClient + privatize "
+        "per device, in one process",
         **timing,
         "per_device_ms": 1000 * timing["round_s"] / args.devices,
         "acknowledged": {
