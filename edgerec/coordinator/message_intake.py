@@ -146,9 +146,9 @@ class MessageIntake:
         live.note(phase, device.device_id)
         return accepted.response
 
-    def _cached_round(self, tx: Transaction, round_id: int) -> Round:
-        """The parsed round row; re-read only when its state changed (or unknown)."""
-        state = tx.round_state(round_id)
+    def _cached_round(self, tx: Transaction, round_id: int, state: str | None) -> Round:
+        """The parsed round row for the round's current ``state``; re-read only when the
+        state changed (or unknown)."""
         if state is None:
             raise errors.not_found(f"no round {round_id}")
         cached = self._rounds.get(round_id)
@@ -180,30 +180,24 @@ class BatchReads:
         for m in batch:
             groups.setdefault((m.round_id, m.phase), []).append(m.device.device_id)
         self._groups = groups
+        # the rounds' states, the earlier messages and the participations, in one go
+        self._states, self._messages = tx.prefetch(groups)
 
     def round(self, round_id: int) -> Round:
         if round_id not in self._rounds:
-            self._rounds[round_id] = self.intake._cached_round(self.tx, round_id)
+            state = self._states.get(round_id)
+            self._rounds[round_id] = self.intake._cached_round(self.tx, round_id, state)
         return self._rounds[round_id]
 
     def live(self, rnd: Round) -> LiveRound:
-        """The round's SecAgg state (synced once per batch), participations prefetched."""
+        """The round's SecAgg state (synced once per batch)."""
         if rnd.round_id not in self._live:
             self._live[rnd.round_id] = self.intake.live.get(rnd, self.tx)
-            if rnd.state != "advertise":  # later phases check the sender joined
-                ids = [d for (r, _), ds in self._groups.items() if r == rnd.round_id for d in ds]
-                self.tx.participants_of(rnd.round_id, ids)
         return self._live[rnd.round_id]
 
     def message(self, round_id: int, device_id: str, phase: str) -> Message | None:
         """The device's ``phase`` message stored before, or accepted earlier in this batch."""
-        key = (round_id, phase)
-        if key not in self._messages:
-            self._messages[key] = self.tx.messages_of(round_id, phase, self._groups.get(key, ()))
-        found = self._messages[key].get(device_id)
-        if found is None and device_id not in self._groups.get(key, ()):
-            return self.tx.get_message(round_id, device_id, phase)  # not prefetched
-        return found
+        return self._messages.setdefault((round_id, phase), {}).get(device_id)
 
     def defer(self, message: Message) -> None:
         self._deferred.append(message)

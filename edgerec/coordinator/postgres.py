@@ -102,6 +102,13 @@ class PostgresTransaction(SqlTransaction):
     def _insert_returning_id(self, sql: str, params: tuple, id_column: str) -> int:
         return int(self._one(f"{sql} RETURNING {id_column}", params)[0])
 
+    def _all_at_once(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
+        """psycopg's pipeline mode: every query sent, then every result read (one round
+        trip, so a group commit's reads cost one wait on the network, not one each)."""
+        with self.conn.pipeline():
+            cursors = [self.conn.execute(self._sql(sql), params) for sql, params in queries]
+        return [cur.fetchall() for cur in cursors]
+
 
 class PostgresStorage(Storage):
     """PostgreSQL :class:`Storage` (see the module docstring).
@@ -246,9 +253,10 @@ class PostgresStorage(Storage):
             yield joined
             return
         with self._wlock, self.pool.connection() as conn:
-            conn.execute("BEGIN")
             try:
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_APP, _WRITE_LOCK))
+                with conn.pipeline():  # BEGIN and the lock in one round trip
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_APP, _WRITE_LOCK))
                 yield PostgresTransaction(conn)
             except BaseException:
                 self._rollback(conn)

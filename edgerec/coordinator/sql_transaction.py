@@ -329,6 +329,50 @@ class SqlTransaction(FleetQueries, Transaction):
             self._participants[(round_id, device_id)] = found.get(device_id)
         return found
 
+    def prefetch(
+        self, groups: dict[tuple[int, str], list[str]]
+    ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
+        plan: list[tuple[str, Any, str, tuple]] = []
+        rounds = list(dict.fromkeys(rid for rid, _ in groups))
+        for rid in rounds:
+            plan.append(("state", rid, "SELECT state FROM rounds WHERE round_id = ?", (rid,)))
+        for (rid, phase), ids in groups.items():
+            for chunk in _chunks(ids):
+                marks = ", ".join("?" * len(chunk))
+                sql = (
+                    "SELECT round_id, device_id, phase, digest, payload, "
+                    f"{self.null_blob}, response, received_at FROM messages "
+                    f"WHERE round_id = ? AND phase = ? AND device_id IN ({marks})"
+                )
+                plan.append(("message", (rid, phase), sql, (rid, phase, *chunk)))
+        for rid in rounds:
+            ids = [d for (r, _), group in groups.items() if r == rid for d in group]
+            for chunk in _chunks(ids):
+                marks = ", ".join("?" * len(chunk))
+                sql = (
+                    f"SELECT {_PARTICIPANT_COLUMNS} FROM participants "
+                    f"WHERE round_id = ? AND device_id IN ({marks})"
+                )
+                plan.append(("participant", rid, sql, (rid, *chunk)))
+            for device_id in ids:
+                self._participants[(rid, device_id)] = None
+        results = self._all_at_once([(sql, params) for _, _, sql, params in plan])
+        states: dict[int, str | None] = {rid: None for rid in rounds}
+        messages: dict[tuple[int, str], dict[str, Message]] = {key: {} for key in groups}
+        for (kind, key, _, _), rows in zip(plan, results, strict=True):
+            if kind == "state":
+                states[key] = rows[0][0] if rows else None
+            elif kind == "message":
+                messages[key].update((r[1], self._message(r)) for r in rows)
+            else:
+                for r in rows:
+                    self._participants[(key, r[1])] = Participant(*r)
+        return states, messages
+
+    def _all_at_once(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
+        """The rows of each query; a client/server backend sends them in one round trip."""
+        return [self._all(sql, params) for sql, params in queries]
+
     _INSERT_MESSAGE = (
         "INSERT INTO messages(round_id, device_id, phase, digest, payload, blob, response, "
         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

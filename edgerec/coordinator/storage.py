@@ -321,6 +321,20 @@ class Transaction(ABC):
             if m is not None
         }
 
+    def prefetch(
+        self, groups: dict[tuple[int, str], list[str]]
+    ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
+        """Everything a group commit of ``groups`` (``(round, phase) -> device ids``)
+        reads before it checks the messages: each round's state and the devices'
+        earlier messages of that phase (no blobs); their participations are remembered
+        for :meth:`get_participant`. A backend may send it all at once."""
+        states = {rid: self.round_state(rid) for rid, _ in groups}
+        messages = {key: self.messages_of(key[0], key[1], ids) for key, ids in groups.items()}
+        for rid in states:
+            ids = [d for (r, _), group in groups.items() if r == rid for d in group]
+            self.participants_of(rid, ids)
+        return states, messages
+
     def insert_messages(self, messages: Sequence[Message]) -> None:
         """Store several messages (one round trip where the driver can)."""
         for message in messages:
