@@ -76,7 +76,7 @@ class SqlTransaction(FleetQueries, Transaction):
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._depth = 0
-        # participations read by participants_of() or written here, valid for this
+        # participations read by prefetch() or written here, valid for this
         # transaction (None: known not to have joined); a savepoint rollback clears it
         self._participants: dict[tuple[int, str], Participant | None] = {}
 
@@ -316,19 +316,6 @@ class SqlTransaction(FleetQueries, Transaction):
         )
         return [Participant(*r) for r in rows]
 
-    def participants_of(self, round_id: int, device_ids: Sequence[str]) -> dict[str, Participant]:
-        found: dict[str, Participant] = {}
-        for chunk in _chunks(device_ids):
-            rows = self._all(
-                f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE round_id = ? "
-                f"AND device_id IN ({', '.join('?' * len(chunk))})",
-                (round_id, *chunk),
-            )
-            found.update((r[1], Participant(*r)) for r in rows)
-        for device_id in device_ids:
-            self._participants[(round_id, device_id)] = found.get(device_id)
-        return found
-
     def prefetch(
         self, groups: dict[tuple[int, str], list[str]]
     ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
@@ -338,22 +325,12 @@ class SqlTransaction(FleetQueries, Transaction):
             plan.append(("state", rid, "SELECT state FROM rounds WHERE round_id = ?", (rid,)))
         for (rid, phase), ids in groups.items():
             for chunk in _chunks(ids):
-                marks = ", ".join("?" * len(chunk))
-                sql = (
-                    "SELECT round_id, device_id, phase, digest, payload, "
-                    f"{self.null_blob}, response, received_at FROM messages "
-                    f"WHERE round_id = ? AND phase = ? AND device_id IN ({marks})"
-                )
+                sql = _messages_in(len(chunk), self.null_blob)
                 plan.append(("message", (rid, phase), sql, (rid, phase, *chunk)))
         for rid in rounds:
             ids = [d for (r, _), group in groups.items() if r == rid for d in group]
             for chunk in _chunks(ids):
-                marks = ", ".join("?" * len(chunk))
-                sql = (
-                    f"SELECT {_PARTICIPANT_COLUMNS} FROM participants "
-                    f"WHERE round_id = ? AND device_id IN ({marks})"
-                )
-                plan.append(("participant", rid, sql, (rid, *chunk)))
+                plan.append(("participant", rid, _participants_in(len(chunk)), (rid, *chunk)))
             for device_id in ids:
                 self._participants[(rid, device_id)] = None
         results = self._all_at_once([(sql, params) for _, _, sql, params in plan])
@@ -412,13 +389,7 @@ class SqlTransaction(FleetQueries, Transaction):
         found: dict[str, Message] = {}
         blob = "blob" if with_blob else self.null_blob
         for chunk in _chunks(device_ids):
-            marks = ", ".join("?" * len(chunk))
-            rows = self._all(
-                "SELECT round_id, device_id, phase, digest, payload, "
-                f"{blob}, response, received_at FROM messages "
-                f"WHERE round_id = ? AND phase = ? AND device_id IN ({marks})",
-                (round_id, phase, *chunk),
-            )
+            rows = self._all(_messages_in(len(chunk), blob), (round_id, phase, *chunk))
             found.update((r[1], self._message(r)) for r in rows)
         return found
 
@@ -483,3 +454,24 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), _CHUNK):
         yield unique[start : start + _CHUNK]
+
+
+def _messages_in(count: int, blob: str) -> str:
+    """The messages of ``count`` devices of one round and phase (``blob``: the column or a
+    typed NULL)."""
+    return (
+        f"SELECT round_id, device_id, phase, digest, payload, {blob}, response, received_at "
+        f"FROM messages WHERE round_id = ? AND phase = ? AND device_id IN ({_marks(count)})"
+    )
+
+
+def _participants_in(count: int) -> str:
+    """The participations of ``count`` devices in one round."""
+    return (
+        f"SELECT {_PARTICIPANT_COLUMNS} FROM participants "
+        f"WHERE round_id = ? AND device_id IN ({_marks(count)})"
+    )
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)

@@ -303,12 +303,6 @@ class Transaction(ABC):
     def count_messages(self, round_id: int, phase: str) -> int: ...
 
     # -- batch forms: one query for a group commit's messages (defaults loop) -----------
-    def participants_of(self, round_id: int, device_ids: Sequence[str]) -> dict[str, Participant]:
-        """The participations of those of ``device_ids`` that joined the round, by device;
-        later :meth:`get_participant` calls in this transaction may answer from it."""
-        found = {d: self.get_participant(round_id, d) for d in device_ids}
-        return {d: p for d, p in found.items() if p is not None}
-
     def messages_of(
         self, round_id: int, phase: str, device_ids: Sequence[str], with_blob: bool = False
     ) -> dict[str, Message]:
@@ -321,6 +315,7 @@ class Transaction(ABC):
             if m is not None
         }
 
+    @abstractmethod
     def prefetch(
         self, groups: dict[tuple[int, str], list[str]]
     ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
@@ -328,12 +323,6 @@ class Transaction(ABC):
         reads before it checks the messages: each round's state and the devices'
         earlier messages of that phase (no blobs); their participations are remembered
         for :meth:`get_participant`. A backend may send it all at once."""
-        states = {rid: self.round_state(rid) for rid, _ in groups}
-        messages = {key: self.messages_of(key[0], key[1], ids) for key, ids in groups.items()}
-        for rid in states:
-            ids = [d for (r, _), group in groups.items() if r == rid for d in group]
-            self.participants_of(rid, ids)
-        return states, messages
 
     def insert_messages(self, messages: Sequence[Message]) -> None:
         """Store several messages (one round trip where the driver can)."""
