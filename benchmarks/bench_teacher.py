@@ -21,8 +21,10 @@ the teacher gate and the test table with paired-bootstrap CIs):
 
 writing ``benchmarks/results/teacher_regimes.json`` (``--smoke`` writes under
 ``benchmarks/out/``: its numbers are a check that the script runs, not results).
-The synthetic generator has no closed-form next-item optimum (the user's taste
-clusters are hidden), so none is reported.
+For a synthetic regime the generator's own optimum is reported too
+(:mod:`edgerec.data.synth_oracle`: the distribution each event was drawn from, knowing the
+user's hidden taste clusters), so a teacher's figure reads as a fraction of the best
+achievable.
 """
 
 from __future__ import annotations
@@ -82,12 +84,8 @@ min_steps = 0
 """
 
 
-def _regime_data(name: str, work: Path, smoke: bool) -> str:
-    """The ``--data`` argument of a regime (a synthetic CSV is generated once)."""
-    if name == "ml100k":
-        return "movielens-100k"
-    from edgerec.data.synth import generate_synthetic
-
+def _regime_args(name: str, smoke: bool) -> tuple[int, int, float, dict]:
+    """``(users, items, mean_length, options)`` of a synthetic regime."""
     spec = REGIMES[name]
     users, items = spec["users"], spec["items"]
     options = dict(spec["options"])
@@ -95,10 +93,41 @@ def _regime_data(name: str, work: Path, smoke: bool) -> str:
         users, items = 300, min(items, 300)
         if "clusters" in options:
             options["clusters"] = min(options["clusters"], items // 4)
+    return users, items, spec["mean_length"], options
+
+
+def _regime_data(name: str, work: Path, smoke: bool) -> str:
+    """The ``--data`` argument of a regime (a synthetic CSV is generated once)."""
+    if name == "ml100k":
+        return "movielens-100k"
+    from edgerec.data.synth import generate_synthetic
+
+    users, items, mean_length, options = _regime_args(name, smoke)
     path = work / f"{name}{'-smoke' if smoke else ''}.csv"
     if not path.exists():
-        generate_synthetic(users, items, spec["mean_length"], 0, out=path, **options)
+        generate_synthetic(users, items, mean_length, 0, out=path, **options)
     return str(path)
+
+
+def _optimum(name: str, data: str, smoke: bool) -> dict | None:
+    """The generator's oracle on the regime's test and validation targets (None for
+    real data): the next-item distribution the log was drawn from, knowing each user's
+    hidden taste clusters, ranked under the same protocol."""
+    if name == "ml100k":
+        return None
+    from edgerec.data import leave_one_out, load_dataset
+    from edgerec.data.synth import generate_synthetic
+    from edgerec.data.synth_oracle import NextItemOracle, oracle_ranks
+    from edgerec.metrics import metrics_from_ranks
+
+    users, items, mean_length, options = _regime_args(name, smoke)
+    log = generate_synthetic(users, items, mean_length, 0, **options)  # same log, in memory
+    split = leave_one_out(load_dataset(data))
+    oracle = NextItemOracle(log.config)
+    return {
+        which: metrics_from_ranks(oracle_ranks(oracle, split, log.taste, which=which), (10,))
+        for which in ("test", "valid")
+    }
 
 
 def _baselines(data: str) -> dict:
@@ -146,7 +175,8 @@ def regimes_main(args: argparse.Namespace) -> int:
     results: dict = {}
     for name in names:
         data = _regime_data(name, work, args.smoke)
-        entry: dict = {"data": data, "generator": REGIMES.get(name), "optimum": None}
+        entry: dict = {"data": data, "generator": REGIMES.get(name)}
+        entry["optimum"] = _optimum(name, data, args.smoke)
         entry["baselines"] = _baselines(data)
         runs = []
         for seed in [] if args.baselines_only else args.seeds:
@@ -168,6 +198,11 @@ def regimes_main(args: argparse.Namespace) -> int:
                     "steps": train.get("steps"),
                     "teacher_gate_passed": train["teacher_gate"]["passed"],
                     "teacher": mode["teacher"],
+                    "teacher_over_optimum_ndcg10": (
+                        mode["teacher"]["NDCG@10"] / entry["optimum"]["test"]["NDCG@10"]
+                        if entry["optimum"]
+                        else None
+                    ),
                     "teacher_minus_baseline_ndcg10": {
                         "most popular": mode["bootstrap_ndcg_teacher_minus_popularity"],
                         **{
@@ -185,6 +220,8 @@ def regimes_main(args: argparse.Namespace) -> int:
         entry["teacher_runs"] = runs
         results[name] = entry
         row = "  ".join(f"{k} {v['NDCG@10']:.4f}" for k, v in entry["baselines"]["test"].items())
+        if entry["optimum"]:
+            row += f"  optimum {entry['optimum']['test']['NDCG@10']:.4f}"
         print(f"{name}: test NDCG@10 {row}", flush=True)
     payload = {
         "benchmark": "teacher_regimes",

@@ -11,8 +11,8 @@ The generative story (all vectorised with numpy, users simulated in blocks):
 * **Next event**, given the current item (cluster ``c``, position ``p`` in it):
 
   - with ``p_chain``: the next item along the cluster's chain, position
-    ``p + g`` (mod size) with ``g >= 1`` geometric, mostly 1 — a strong
-    first-order item transition;
+    ``p + g`` (mod size) with ``g >= 1`` geometric (success probability
+    :data:`CHAIN_STEP_P`), mostly 1 — a strong first-order item transition;
   - with ``p_stay``: a popular item of the same cluster;
   - with ``p_noise``: a popular item of a random cluster (global popularity);
   - otherwise a cluster switch: with ``p_taste`` to one of the user's preferred
@@ -49,6 +49,8 @@ BLOCK_USERS = 4096
 EVENT_TYPES = ("view", "cart", "purchase")
 EVENT_PROBS = (0.85, 0.11, 0.04)
 CSV_HEADER = "user,item,timestamp,event\n"
+#: success probability of the geometric step along a cluster's chain
+CHAIN_STEP_P = 0.7
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class SynthChunk:
     timestamps: np.ndarray  # int64
     events: np.ndarray  # uint8 index into EVENT_TYPES
     num_users: int  # users simulated in this block
+    user_codes: np.ndarray  # int64 [num_users], the block's users
+    taste: np.ndarray  # int64 [num_users, taste_clusters], their hidden taste clusters
 
 
 @dataclass
@@ -116,6 +120,7 @@ class SyntheticLog:
     config: SynthConfig
     rows: int
     item_cluster: np.ndarray  # cluster of item code k (raw id k + 1)
+    taste: np.ndarray  # [users, taste_clusters]: hidden taste clusters of user code u
     path: Path | None = None
     interactions: Interactions | None = None
 
@@ -127,7 +132,7 @@ class SyntheticLog:
         }
 
 
-class _World:
+class World:
     """The catalog structure shared by all users (depends on seed and catalog size)."""
 
     def __init__(self, cfg: SynthConfig) -> None:
@@ -162,7 +167,7 @@ def _rank_sample(rng: np.random.Generator, sizes: np.ndarray, skew: float) -> np
 
 def iter_synthetic(cfg: SynthConfig) -> Iterator[SynthChunk]:
     """Generate the log block by block (``BLOCK_USERS`` users each)."""
-    world = _World(cfg)
+    world = World(cfg)
     p_mean = 1.0 / (cfg.mean_length - cfg.min_length + 1.0)
     max_len = int(max(cfg.min_length, 50 * cfg.mean_length))
     event_cdf = np.cumsum(EVENT_PROBS)
@@ -207,7 +212,7 @@ def iter_synthetic(cfg: SynthConfig) -> Iterator[SynthChunk]:
                 )
             new_size = world.size[new_cluster]
             new_pos = _rank_sample(rng, new_size, cfg.item_skew)
-            step = rng.geometric(0.7, n)
+            step = rng.geometric(CHAIN_STEP_P, n)
             new_pos = np.where(chain, (pos + step) % np.maximum(size, 1), new_pos)
             cluster, pos = new_cluster, new_pos
             out[:n, t] = world.slot_item[world.start[cluster] + pos]
@@ -221,7 +226,7 @@ def iter_synthetic(cfg: SynthConfig) -> Iterator[SynthChunk]:
         events = np.searchsorted(event_cdf, rng.random(items.size), side="right")
         events = np.minimum(events, len(EVENT_TYPES) - 1).astype(np.uint8)
         rows = np.argsort(times, kind="stable")
-        yield SynthChunk(users[rows], items[rows], times[rows], events[rows], b)
+        yield SynthChunk(users[rows], items[rows], times[rows], events[rows], b, user_codes, taste)
 
 
 def generate_synthetic(
@@ -247,13 +252,15 @@ def generate_synthetic(
         **options: further :class:`SynthConfig` fields (``clusters``, ``p_chain`` ...).
 
     Returns:
-        A :class:`SyntheticLog` with the row count and the item -> cluster map.
+        A :class:`SyntheticLog` with the row count, the item -> cluster map and the
+        users' hidden taste clusters (what :mod:`edgerec.data.synth_oracle` needs).
     """
     try:
         cfg = SynthConfig(users=users, items=items, mean_length=mean_length, seed=seed, **options)
     except TypeError as exc:
         raise InputError(f"generate_synthetic: {exc}") from None
-    item_cluster = _World(cfg).item_cluster
+    item_cluster = World(cfg).item_cluster
+    taste = np.zeros((cfg.users, cfg.taste_clusters), dtype=np.int64)
     rows = 0
     if out is not None:
         path = Path(out)
@@ -264,6 +271,7 @@ def generate_synthetic(
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(CSV_HEADER)
                 for chunk in iter_synthetic(cfg):
+                    taste[chunk.user_codes] = chunk.taste
                     fh.write(
                         "".join(
                             map(
@@ -284,16 +292,17 @@ def generate_synthetic(
         log.info(
             "wrote %d synthetic interactions (%d users, %d items) to %s", rows, users, items, path
         )
-        return SyntheticLog(cfg, rows, item_cluster, path=path)
+        return SyntheticLog(cfg, rows, item_cluster, taste, path=path)
 
     parts = []
     for chunk in iter_synthetic(cfg):
+        taste[chunk.user_codes] = chunk.taste
         parts.append(chunk)
         rows += chunk.users.size
         if progress is not None:
             progress(chunk.num_users)
     inter = _to_interactions(parts)
-    return SyntheticLog(cfg, rows, item_cluster, interactions=inter)
+    return SyntheticLog(cfg, rows, item_cluster, taste, interactions=inter)
 
 
 def _to_interactions(parts: list[SynthChunk]) -> Interactions:
