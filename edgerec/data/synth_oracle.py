@@ -51,10 +51,8 @@ class NextItemOracle:
         self.cfg = cfg
         w = World(cfg)
         self.world = w
-        c = w.num_clusters
-        self.cluster_prob = np.diff(np.concatenate([[0.0], w.cluster_cdf]))
-        self.cluster_prob[-1] += max(0.0, 1.0 - float(w.cluster_cdf[-1]))  # the clip
-        self.successor_prob = np.diff(np.concatenate([[0.0], w.successor_cdf]))
+        self.cluster_prob = _probabilities(w.cluster_cdf)
+        self.successor_prob = _probabilities(w.successor_cdf)
         # probability of each item given that its cluster was chosen
         sizes = w.size[w.item_cluster].astype(np.float64)
         rank = (w.item_slot - w.start[w.item_cluster]).astype(np.float64)
@@ -63,7 +61,6 @@ class NextItemOracle:
         steps = np.arange(1, _MAX_CHAIN_STEP + 1)
         self.step_prob = CHAIN_STEP_P * (1 - CHAIN_STEP_P) ** (steps - 1)
         self._steps = steps
-        self._num_clusters = c
 
     def probabilities(self, previous: np.ndarray, taste: np.ndarray) -> np.ndarray:
         """``[B, items]`` next-item probabilities over item codes (raw id - 1).
@@ -141,6 +138,14 @@ def oracle_ranks(
         probs = oracle.probabilities(item_codes[previous[sl] - 1], taste[user_codes[sl]])
         ranks[sl] = target_ranks(probs[:, item_codes], np.asarray(targets[sl]), None)
     return ranks
+
+
+def _probabilities(cdf: np.ndarray) -> np.ndarray:
+    """The probabilities behind a sampling CDF; a draw past its last value (rounding)
+    goes to the last entry, as the generator clips it."""
+    probs = np.diff(np.concatenate([[0.0], cdf]))
+    probs[-1] += max(0.0, 1.0 - float(cdf[-1]))
+    return probs
 
 
 def _codes(raw_ids: Sequence[str], what: str) -> np.ndarray:
