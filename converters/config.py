@@ -104,9 +104,14 @@ class DistilConfig:
     # start the student's item table from the teacher's (SVD projection to d_model) and
     # copy its output biases; the encoder starts from scratch either way
     init_from_teacher: bool = False
+    # validate, keep and export an exponential moving average of the student's weights
+    # (0 = off): smooths the epoch-to-epoch noise the best-epoch choice would pick up
+    ema_momentum: float = 0.0
 
     def validate(self) -> None:
         validate_cloze(self, "distil")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise InputError(f"distil.ema_momentum must be in [0, 1) (got {self.ema_momentum})")
         if self.teacher_top_k < 1:
             raise InputError(f"distil.teacher_top_k must be >= 1 (got {self.teacher_top_k})")
         if self.temperature <= 0:

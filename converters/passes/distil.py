@@ -171,7 +171,8 @@ def run(
     student = BERT4Rec(spec.num_items, mc, name=options.name)
     if dc.init_from_teacher:
         init_item_table_from_teacher(student, teacher)
-    optimizer = keras.optimizers.Adam(dc.learning_rate)
+    ema = {"use_ema": True, "ema_momentum": dc.ema_momentum} if dc.ema_momentum else {}
+    optimizer = keras.optimizers.Adam(dc.learning_rate, **ema)
     optimizer.build(student.trainable_variables)
     scorer = KerasScorer(student, spec)
     temperature = float(dc.temperature)

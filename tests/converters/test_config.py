@@ -72,6 +72,7 @@ def test_toml_overrides_a_subset(tmp_path: Path) -> None:
         ("[distil]\nteacher_top_k = 0\n", "teacher_top_k"),
         ("[distil]\nnegative_distortion = 2.0\n", "negative_distortion"),
         ("[distil]\ninit_from_teacher = 1\n", "must be bool"),
+        ("[distil]\nema_momentum = 1.0\n", "ema_momentum must be in"),
         ("[student]\ngelu_approximate = false\n", "gelu_approximate must be true"),
         ("[student]\nd_model = 32\nwidth = 3\n", "bad.toml:3: unknown key 'width' in"),
         ("[gates]\nint8 = { min_overlap = 1.5 }\n", "min_overlap"),

@@ -31,7 +31,7 @@ def test_resolve_student_rules() -> None:
         resolve_student(student_config(d_model=32, num_blocks=1, ffn_dim=64), TEACHER)
 
 
-def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1):
+def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1, **distil_options):
     from edgerec.converters.passes import distil
     from edgerec.teacher.artifacts import load_teacher
     from tests.converters.tiny import tiny_split
@@ -42,7 +42,7 @@ def _run(teacher_dir, alpha: float, max_len: int | None = None, seed: int = 1):
     )
     options = distil.DistilOptions(
         cfg,
-        DistilConfig(epochs=2, patience=2, batch_size=64, alpha=alpha, seed=seed),
+        DistilConfig(epochs=2, patience=2, batch_size=64, alpha=alpha, seed=seed, **distil_options),
         progress=False,
     )
     return distil.run(tiny_split(), options, teacher=teacher)
@@ -53,6 +53,17 @@ def test_same_seed_same_student(tiny_teacher) -> None:
     b = _run(tiny_teacher, alpha=0.7)
     assert a.history[-1]["valid"] == b.history[-1]["valid"]
     for x, y in zip(a.model.weights, b.model.weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_weight_averaging_keeps_the_averaged_student(tiny_teacher) -> None:
+    plain = _run(tiny_teacher, alpha=0.7)
+    averaged = _run(tiny_teacher, alpha=0.7, ema_momentum=0.9)
+    again = _run(tiny_teacher, alpha=0.7, ema_momentum=0.9)
+    # same training steps; what is validated and kept is the average, not the last step
+    assert averaged.history[0]["loss"] == plain.history[0]["loss"]
+    assert averaged.history[-1]["valid"] != plain.history[-1]["valid"]
+    for x, y in zip(averaged.model.weights, again.model.weights, strict=True):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
