@@ -88,6 +88,7 @@ def measure(
 ) -> tuple[dict[str, Any], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgerec.converters.passes.validate import top_k_overlap
     from edgerec.metrics import metrics_from_ranks, target_ranks
 
     it = Interpreter(model_path=str(path), num_threads=1)
@@ -110,10 +111,7 @@ def measure(
         "large_weights": large_weights(path),
     }
     if ref is not None:
-        top = np.argsort(-scores, axis=1)[:, :10]
-        top_ref = np.argsort(-ref, axis=1)[:, :10]
-        overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top, top_ref, strict=True)]
-        result["top10_overlap_vs_fp32"] = float(np.mean(overlap))
+        result["top10_overlap_vs_fp32"] = float(np.mean(top_k_overlap(scores, ref, 10)))
         result["max_abs_err_vs_fp32"] = float(np.abs(scores - ref).max())
     return result, scores
 
