@@ -7,8 +7,8 @@ a different body is refused (409), also after the round closed.
 Messages arrive through the :mod:`.group_commit`: a batch is checked and stored in
 one write transaction, so a refused message leaves no trace while the others still
 commit. What the batch reads (the round, earlier messages, participations) is fetched
-once for the batch (:class:`BatchReads`); a phase whose checks only read stores its
-messages together at the end, one whose checks write runs each in a savepoint.
+once for the batch (:class:`BatchReads`); a message whose phase checks only read is
+stored as soon as it passed them, one whose checks write runs in a savepoint.
 
 A refusal raised before the in-memory SecAgg state changed
 keeps that cache; any other error drops it, to be replayed from the database.
@@ -141,7 +141,7 @@ class MessageIntake:
         else:  # checks only read: a refusal raises before anything is written
             accepted = handler.accept(Incoming(tx, rnd, live, device, message.body, now))
             stored = _stored(message, accepted, now)
-            reads.defer(stored)
+            reads.store(stored)
         reads.accepted(stored, handler.quota(rnd, live.params))
         live.note(phase, device.device_id)
         return accepted.response
@@ -158,14 +158,15 @@ class MessageIntake:
 
 
 class BatchReads:
-    """What a group commit's messages read, fetched once per batch, and the writes it
-    defers: one query for the round row, the devices' earlier messages and their
-    participations instead of one each per message; the deferred messages go in with
-    one ``executemany``, and whether a phase may be complete is counted once per phase.
+    """What a group commit's messages read, fetched once per batch: one query each for
+    the round rows, the devices' earlier messages, their participations and the
+    phases' message counts instead of one each per message, all sent at once.
 
     Everything is read inside the batch's write transaction (writers are serialised),
     so nothing read here can change before the commit except by this batch, whose own
-    messages are remembered as they are accepted.
+    messages are remembered (and counted) as they are accepted. A message whose checks
+    only read is sent with :meth:`~.storage.Transaction.send_message`: a client/server
+    database stores it while the next message is checked.
     """
 
     def __init__(self, intake: MessageIntake, tx: Transaction, batch: list[PendingMessage]):
@@ -173,19 +174,16 @@ class BatchReads:
         self.tx = tx
         self._rounds: dict[int, Round] = {}
         self._live: dict[int, LiveRound] = {}
-        self._messages: dict[tuple[int, str], dict[str, Message]] = {}
-        self._deferred: list[Message] = []
         self._quotas: dict[tuple[int, str], int] = {}
+        self._added: dict[tuple[int, str], int] = {}
         groups: dict[tuple[int, str], list[str]] = {}
         for m in batch:
             groups.setdefault((m.round_id, m.phase), []).append(m.device.device_id)
-        self._groups = groups
-        # the rounds' states, the earlier messages and the participations, in one go
-        self._states, self._messages = tx.prefetch(groups)
+        self._snapshot = tx.prefetch(groups)
 
     def round(self, round_id: int) -> Round:
         if round_id not in self._rounds:
-            state = self._states.get(round_id)
+            state = self._snapshot.states.get(round_id)
             self._rounds[round_id] = self.intake._cached_round(self.tx, round_id, state)
         return self._rounds[round_id]
 
@@ -197,33 +195,29 @@ class BatchReads:
 
     def message(self, round_id: int, device_id: str, phase: str) -> Message | None:
         """The device's ``phase`` message stored before, or accepted earlier in this batch."""
-        return self._messages.setdefault((round_id, phase), {}).get(device_id)
+        return self._snapshot.messages.setdefault((round_id, phase), {}).get(device_id)
 
-    def defer(self, message: Message) -> None:
-        self._deferred.append(message)
+    def store(self, message: Message) -> None:
+        """Store a message whose checks only read (see the class docstring)."""
+        self.tx.send_message(message)
 
     def replay_later(self, round_id: int) -> None:
-        """The round's cached SecAgg state may be wrong: store what this batch accepted
-        so far, and have the next message rebuild the state from the database."""
-        self._flush()
+        """The round's cached SecAgg state may be wrong: have the next message rebuild it
+        from the database (which holds what this batch stored so far)."""
         self._live.pop(round_id, None)
         self.intake.live.drop(round_id)
 
-    def _flush(self) -> None:
-        if self._deferred:
-            self.tx.insert_messages(self._deferred)
-            self._deferred = []
-
     def accepted(self, message: Message, quota: int) -> None:
         key = (message.round_id, message.phase)
-        self._messages.setdefault(key, {})[message.device_id] = message
+        self._snapshot.messages.setdefault(key, {})[message.device_id] = message
+        self._added[key] = self._added.get(key, 0) + 1
         self._quotas[key] = quota
 
     def finish(self) -> None:
-        """Write the deferred messages; note whether a phase may now be complete."""
-        self._flush()
-        for (round_id, phase), quota in self._quotas.items():
-            if self.tx.count_messages(round_id, phase) >= quota:
+        """Note whether a phase may now be complete: its messages stored before the
+        batch plus the batch's own reach the phase's quota."""
+        for key, quota in self._quotas.items():
+            if self._snapshot.counts[key] + self._added[key] >= quota:
                 self.intake._due = True
 
 

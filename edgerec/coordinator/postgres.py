@@ -3,6 +3,8 @@
 Same semantics as :mod:`.sqlite`, query for query (both run the queries of
 :mod:`.sql_transaction`):
 
+* Statements whose result is not read at once go out in pipeline mode (see
+  :class:`PostgresTransaction`): a group commit waits on the database twice.
 * A write transaction first takes a transaction-scoped advisory lock
   (``pg_advisory_xact_lock``), so writers are serialised across every process on
   the database exactly as SQLite's ``BEGIN IMMEDIATE`` serialises them; a process
@@ -45,7 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .migrations import MIGRATIONS, VERSION_TABLE, Migration, pending, require_current
 from .sql_transaction import SqlTransaction
-from .storage import Storage, StorageError
+from .storage import Message, Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +94,73 @@ def redact(url: str) -> str:
 
 
 class PostgresTransaction(SqlTransaction):
-    """:class:`~.sql_transaction.SqlTransaction` over one ``psycopg`` connection."""
+    """:class:`~.sql_transaction.SqlTransaction` over one ``psycopg`` connection.
+
+    Statements whose result nothing reads at once — ``BEGIN`` and the writer lock,
+    the messages of a group commit, ``COMMIT`` — are sent in psycopg's pipeline mode
+    (:meth:`send`) and the transaction goes on without waiting: the database works on
+    them while this process checks the next message. Any statement whose result is
+    read first settles the pipeline (:meth:`settle`: waits for everything sent, raising
+    the first error), so a group commit costs two waits on the database: its reads
+    (sent with ``BEGIN`` and the lock) and its ``COMMIT`` (sent behind its inserts).
+    """
 
     dialect = "postgres"
     param_marker = "%s"
     null_blob = "NULL::bytea"
     log = log
 
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self._stream: Any = None  # the open pipeline of send_message(), if any
+
     def _insert_returning_id(self, sql: str, params: tuple, id_column: str) -> int:
         return int(self._one(f"{sql} RETURNING {id_column}", params)[0])
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Send ``sql`` in pipeline mode without waiting for its reply (a cursor whose
+        rows can be read after :meth:`settle`)."""
+        if self._stream is None:
+            self._stream = self.conn.pipeline()
+            self._stream.__enter__()
+        return self.conn.execute(self._sql(sql), params)
+
+    def send_message(self, message: Message) -> None:
+        """The ``INSERT`` goes out in pipeline mode and the server runs it while this
+        process checks the next message; nothing waits for its reply until the next
+        statement whose result is read, or the commit."""
+        self.send(self._INSERT_MESSAGE, self._message_row(message))
+
+    def settle(self, exc: BaseException | None = None) -> None:
+        """Leave the pipeline of :meth:`send`: wait for every statement sent, raising the
+        first error (with ``exc``, the transaction already failed: just leave it)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+    def commit(self) -> None:
+        """``COMMIT``; after statements sent without waiting, in their pipeline (one round
+        trip for all)."""
+        self.send("COMMIT")
+        self.settle()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.settle()  # a statement whose result (rows, rowcount) is read next
+        return super()._execute(sql, params)
+
+    def _cursor(self) -> Any:
+        self.settle()
+        return super()._cursor()
+
+    def apply_migrations(self, steps: Sequence[Migration], url: str) -> None:
+        self.settle()
+        super().apply_migrations(steps, url)
 
     def _all_at_once(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
         """psycopg's pipeline mode: every query sent, then every result read (one round
         trip, so a group commit's reads cost one wait on the network, not one each)."""
-        with self.conn.pipeline():
-            cursors = [self.conn.execute(self._sql(sql), params) for sql, params in queries]
+        cursors = [self.send(sql, params) for sql, params in queries]
+        self.settle()
         return [cur.fetchall() for cur in cursors]
 
 
@@ -253,15 +307,16 @@ class PostgresStorage(Storage):
             yield joined
             return
         with self._wlock, self.pool.connection() as conn:
-            try:
-                with conn.pipeline():  # BEGIN and the lock in one round trip
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_APP, _WRITE_LOCK))
-                yield PostgresTransaction(conn)
-            except BaseException:
+            tx = PostgresTransaction(conn)
+            try:  # BEGIN and the lock go out with the transaction's first statements
+                tx.send("BEGIN")
+                tx.send("SELECT pg_advisory_xact_lock(?, ?)", (_APP, _WRITE_LOCK))
+                yield tx
+                tx.commit()
+            except BaseException as exc:
+                tx.settle(exc)
                 self._rollback(conn)
                 raise
-            conn.execute("COMMIT")
 
     def share(self) -> None:
         """Several coordinator processes serve this database (see the module docstring)."""

@@ -35,6 +35,7 @@ from .fleet_sql import FleetQueries
 from .migrations import Migration
 from .storage import (
     FINAL_STATES,
+    BatchSnapshot,
     Head,
     Message,
     Participant,
@@ -59,6 +60,7 @@ UPDATABLE = {
 }
 _HEAD_COLUMNS = "version, round_id, created_at, global_bias, metadata"
 _PARTICIPANT_COLUMNS = "round_id, device_id, client_id, joined_at"
+_COUNT_MESSAGES = "SELECT COUNT(*) FROM messages WHERE round_id = ? AND phase = ?"
 
 
 class SqlTransaction(FleetQueries, Transaction):
@@ -92,6 +94,10 @@ class SqlTransaction(FleetQueries, Transaction):
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(self._sql(sql), params)
+
+    def _cursor(self) -> Any:
+        """A cursor of this transaction's connection (for ``executemany``)."""
+        return self.conn.cursor()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self._execute(sql, params).fetchone()
@@ -316,9 +322,7 @@ class SqlTransaction(FleetQueries, Transaction):
         )
         return [Participant(*r) for r in rows]
 
-    def prefetch(
-        self, groups: dict[tuple[int, str], list[str]]
-    ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
+    def prefetch(self, groups: dict[tuple[int, str], list[str]]) -> BatchSnapshot:
         plan: list[tuple[str, Any, str, tuple]] = []
         rounds = list(dict.fromkeys(rid for rid, _ in groups))
         for rid in rounds:
@@ -327,6 +331,7 @@ class SqlTransaction(FleetQueries, Transaction):
             for chunk in _chunks(ids):
                 sql = _messages_in(len(chunk), self.null_blob)
                 plan.append(("message", (rid, phase), sql, (rid, phase, *chunk)))
+            plan.append(("count", (rid, phase), _COUNT_MESSAGES, (rid, phase)))
         for rid in rounds:
             ids = [d for (r, _), group in groups.items() if r == rid for d in group]
             for chunk in _chunks(ids):
@@ -334,17 +339,18 @@ class SqlTransaction(FleetQueries, Transaction):
             for device_id in ids:
                 self._participants[(rid, device_id)] = None
         results = self._all_at_once([(sql, params) for _, _, sql, params in plan])
-        states: dict[int, str | None] = {rid: None for rid in rounds}
-        messages: dict[tuple[int, str], dict[str, Message]] = {key: {} for key in groups}
+        snapshot = BatchSnapshot({rid: None for rid in rounds}, {key: {} for key in groups}, {})
         for (kind, key, _, _), rows in zip(plan, results, strict=True):
             if kind == "state":
-                states[key] = rows[0][0] if rows else None
+                snapshot.states[key] = rows[0][0] if rows else None
             elif kind == "message":
-                messages[key].update((r[1], self._message(r)) for r in rows)
+                snapshot.messages[key].update((r[1], self._message(r)) for r in rows)
+            elif kind == "count":
+                snapshot.counts[key] = int(rows[0][0])
             else:
                 for r in rows:
                     self._participants[(key, r[1])] = Participant(*r)
-        return states, messages
+        return snapshot
 
     def _all_at_once(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
         """The rows of each query; a client/server backend sends them in one round trip."""
@@ -370,18 +376,6 @@ class SqlTransaction(FleetQueries, Transaction):
 
     def insert_message(self, message: Message) -> None:
         self._execute(self._INSERT_MESSAGE, self._message_row(message))
-
-    def insert_messages(self, messages: Sequence[Message]) -> None:
-        if len(messages) == 1:
-            self.insert_message(messages[0])
-            return
-        cur = self.conn.cursor()
-        try:  # psycopg pipelines an executemany: one round trip for the batch
-            cur.executemany(
-                self._sql(self._INSERT_MESSAGE), [self._message_row(m) for m in messages]
-            )
-        finally:
-            cur.close()
 
     def messages_of(
         self, round_id: int, phase: str, device_ids: Sequence[str], with_blob: bool = False
@@ -417,15 +411,10 @@ class SqlTransaction(FleetQueries, Transaction):
         return [str(r[0]) for r in rows]
 
     def count_messages(self, round_id: int, phase: str) -> int:
-        return int(
-            self._one(
-                "SELECT COUNT(*) FROM messages WHERE round_id = ? AND phase = ?",
-                (round_id, phase),
-            )[0]
-        )
+        return int(self._one(_COUNT_MESSAGES, (round_id, phase))[0])
 
     def insert_ciphertexts(self, round_id: int, sender: int, items: dict[int, str]) -> None:
-        cur = self.conn.cursor()
+        cur = self._cursor()
         try:
             cur.executemany(
                 self._sql(

@@ -152,6 +152,17 @@ class Message:
     received_at: float
 
 
+@dataclass
+class BatchSnapshot:
+    """What a group commit reads before it checks its messages, per ``(round, phase)``
+    group: each round's state (None: no such round), the devices' earlier messages of
+    that phase (without blobs) by device, and how many messages the phase holds."""
+
+    states: dict[int, str | None]
+    messages: dict[tuple[int, str], dict[str, Message]]
+    counts: dict[tuple[int, str], int]
+
+
 class StorageError(InputError):
     """A database URL or file the coordinator cannot use."""
 
@@ -316,18 +327,17 @@ class Transaction(ABC):
         }
 
     @abstractmethod
-    def prefetch(
-        self, groups: dict[tuple[int, str], list[str]]
-    ) -> tuple[dict[int, str | None], dict[tuple[int, str], dict[str, Message]]]:
+    def prefetch(self, groups: dict[tuple[int, str], list[str]]) -> BatchSnapshot:
         """Everything a group commit of ``groups`` (``(round, phase) -> device ids``)
-        reads before it checks the messages: each round's state and the devices'
-        earlier messages of that phase (no blobs); their participations are remembered
-        for :meth:`get_participant`. A backend may send it all at once."""
+        reads before it checks the messages (see :class:`BatchSnapshot`); the devices'
+        participations are remembered for :meth:`get_participant`. A backend may send
+        it all at once."""
 
-    def insert_messages(self, messages: Sequence[Message]) -> None:
-        """Store several messages (one round trip where the driver can)."""
-        for message in messages:
-            self.insert_message(message)
+    def send_message(self, message: Message) -> None:
+        """Store a message whose outcome nothing reads before the commit; a client/server
+        backend sends it without waiting for the reply (an error surfaces at the latest
+        when the transaction commits, failing it whole)."""
+        self.insert_message(message)
 
     def message_device_ids(self, round_id: int, phase: str) -> list[str]:
         """The devices whose ``phase`` message of the round is stored (ids only)."""
