@@ -6,7 +6,9 @@ to the upload (advertise, shares, share delivery, masking) run in-process throug
 the real round engine. The masked vectors are pre-computed.
 
 Timed: ``edgerec coordinator serve`` runs as a separate uvicorn process on
-loopback; ``--concurrency`` keep-alive connections POST the pre-computed masked
+loopback, warmed up first by one untimed read per device of the first few over as many
+connections as the timed part (its database connections open, its SecAgg state loaded);
+then ``--concurrency`` keep-alive connections POST the pre-computed masked
 vectors (one per device, ~53 KB of JSON each). Every upload is fully validated
 and acknowledged only after its durable commit: bearer token (hash + constant-time
 compare), device/path match, rate limit, JSON schema, base64 and length, round
@@ -352,10 +354,15 @@ def measure(db_url: str, args: argparse.Namespace, tmp: Path, workers: int) -> d
     port = free_port()
     proc = start_server(db_url, port, tmp, workers)
     try:
-        # warm up: each process rebuilds the round's SecAgg state from the database
-        dev0, tok0 = prep["creds"][0]
-        warm = http_request("GET", f"/v1/rounds/{prep['round']}/devices/{dev0}/shares", tok0)
-        asyncio.run(fire(port, [warm] * 8 * workers, 2 * workers))
+        # warm up, over as many connections as the timed part: each process rebuilds the
+        # round's SecAgg state from the database, and opens the database connections its
+        # request threads will hold (a PostgreSQL pool grows on demand)
+        conns = max(args.concurrency, 2 * workers)
+        warm = [
+            http_request("GET", f"/v1/rounds/{prep['round']}/devices/{device}/shares", token)
+            for device, token in prep["creds"][: 4 * conns]  # one each: no rate limit hit
+        ]
+        asyncio.run(fire(port, warm, conns))
         print(f"timed: {len(requests)} uploads over {args.concurrency} connections ...")
         cpu0, own0, db0 = cpu_seconds(proc.pid), time.process_time(), database_cpu_seconds()
         statuses, lat, elapsed = asyncio.run(fire(port, requests, args.concurrency))
