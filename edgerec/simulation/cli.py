@@ -83,6 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=("http", "inprocess"), default="http")
     p.add_argument("--max-devices", type=int, default=0, help="use at most this many (0: all)")
     p.add_argument("--max-eval", type=int, default=0, help="evaluate at most this many (0: all)")
+    p.add_argument(
+        "--eval-protocol",
+        choices=("last-event", "held-out-devices"),
+        default="last-event",
+        help="evaluate each device's last event, or hold devices out of training and "
+        "evaluate all their post-cut-off events",
+    )
+    p.add_argument("--heldout-fraction", type=float, default=0.5, help="share of devices held out")
     g = p.add_argument_group(
         "synthetic population (instead of --data): edgerec data synth's generator + a trend shift"
     )
@@ -141,6 +149,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         transport=args.transport,
         max_devices=args.max_devices,
         max_eval=args.max_eval,
+        eval_protocol=args.eval_protocol,
+        heldout_fraction=args.heldout_fraction,
     )
     population = None
     if args.synth_users:

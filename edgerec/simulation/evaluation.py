@@ -17,6 +17,10 @@ Rows computed here:
   examples) — the non-private upper bound. Its number of epochs is chosen on a
   validation target (each device's last training example, held out) and the head is
   then retrained on everything.
+
+:class:`Evaluator` judges each device on its held-out last event; :class:`HeldOutEvaluator`
+judges devices that never train on all their post-cut-off events (the
+``held-out-devices`` protocol of ``simulate-federated``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,14 @@ from edgerec.simulation.timesplit import DeviceArrays
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Evaluator", "RowResult", "central_finetune", "device_examples", "local_only"]
+__all__ = [
+    "Evaluator",
+    "HeldOutEvaluator",
+    "RowResult",
+    "central_finetune",
+    "device_examples",
+    "local_only",
+]
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -179,6 +190,72 @@ class Evaluator:
         finally:
             recommender.set_global_bias(None)
         return float(np.mean(agree)) if agree else 1.0
+
+
+class HeldOutEvaluator:
+    """NDCG@10 / HR@10 of devices that never train, over every one of their training
+    examples (the ``held-out-devices`` protocol): a device's metric is its mean over its
+    post-cut-off events, so a head is judged on many more events than one per device.
+
+    Args:
+        spec: the bundle's feature spec.
+        devices: the held-out devices' arrays, by device position.
+        examples: their scored examples (:func:`device_examples`), by device position.
+        max_examples: the ``max_examples`` the examples were built with (to recover each
+            example's prefix, whose items the "seen excluded" metric leaves out).
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        devices: dict[int, DeviceArrays],
+        examples: dict[int, Examples],
+        max_examples: int,
+    ) -> None:
+        self.spec = spec
+        self.devices = sorted(d for d in examples if len(examples[d]))
+        self.base = np.concatenate([examples[d].scores for d in self.devices])
+        self.targets = np.concatenate([examples[d].targets for d in self.devices]) + 1
+        self.owner = np.concatenate(
+            [np.full(len(examples[d]), j) for j, d in enumerate(self.devices)]
+        )
+        self.seen: list[np.ndarray] = []
+        for d in self.devices:
+            history = devices[d].history
+            n = min(devices[d].n_train, max_examples)
+            self.seen.extend(history[:p] for p in range(max(1, history.size - n), history.size))
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    @property
+    def events(self) -> int:
+        return int(self.targets.size)
+
+    def evaluate(
+        self,
+        name: str,
+        global_bias: np.ndarray | None = None,
+        local_biases: dict[int, np.ndarray] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> RowResult:
+        """Per-device mean metrics with ``global_bias`` added to every score."""
+        if local_biases:
+            raise ValueError("held-out devices never train: no local biases to evaluate")
+        scores = self.base if global_bias is None else self.base + global_bias
+        kept = per_user_metrics(target_ranks(scores, self.targets), 10)
+        excl = per_user_metrics(target_ranks(scores, self.targets, exclude=self.seen), 10)
+        return RowResult(
+            name,
+            self._per_device(kept["NDCG@10"]),
+            self._per_device(kept["HR@10"]),
+            self._per_device(excl["NDCG@10"]),
+            dict(info or {}),
+        )
+
+    def _per_device(self, per_event: np.ndarray) -> np.ndarray:
+        counts = np.bincount(self.owner, minlength=len(self.devices))
+        return np.bincount(self.owner, per_event, minlength=len(self.devices)) / counts
 
 
 def local_only(

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 __all__ = ["SimConfig", "format_table", "run_inprocess_rounds", "run_simulation"]
 
 
+#: how the rows are evaluated (see :class:`SimConfig`)
+EVAL_PROTOCOLS = ("last-event", "held-out-devices")
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Settings of one simulation (the CLI flags).
@@ -80,6 +84,11 @@ class SimConfig:
         transport: ``"http"`` (real coordinator) or ``"inprocess"``.
         max_devices: use at most this many devices (0: all).
         max_eval: evaluate at most this many devices (0: all).
+        eval_protocol: ``"last-event"`` (every device trains; each is evaluated on its
+            held-out last event) or ``"held-out-devices"`` (a ``heldout_fraction`` of the
+            devices never trains and is evaluated on all its post-cut-off events: many
+            more test events, no local-only row).
+        heldout_fraction: share of the devices held out by ``"held-out-devices"``.
     """
 
     cutoff_quantile: float = 0.8
@@ -107,6 +116,8 @@ class SimConfig:
     transport: str = "http"
     max_devices: int = 0
     max_eval: int = 0
+    eval_protocol: str = "last-event"
+    heldout_fraction: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +131,12 @@ class SimConfig:
             raise InputError("every target epsilon must be > 0")
         if self.clip <= 0 or self.clip_nodp <= 0 or self.server_lr <= 0 or self.lr <= 0:
             raise InputError("clip, clip_nodp, server_lr and lr must be > 0")
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise InputError(
+                f"eval_protocol must be one of {EVAL_PROTOCOLS} (got {self.eval_protocol!r})"
+            )
+        if not 0 < self.heldout_fraction < 1:
+            raise InputError(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "simulation config") -> SimConfig:
@@ -273,6 +290,7 @@ def run_simulation(
     from edgerec.runtime import Recommender
     from edgerec.simulation.evaluation import (
         Evaluator,
+        HeldOutEvaluator,
         central_finetune,
         device_examples,
         local_only,
@@ -334,7 +352,21 @@ def run_simulation(
             ).tolist()
         )
         eval_arrays = [a if i in keep else _not_evaluable(a) for i, a in enumerate(arrays)]
-    evaluator = Evaluator(spec, score_fn, eval_arrays, user_ids)
+    last_events = Evaluator(spec, score_fn, eval_arrays, user_ids)
+    evaluator: Evaluator | HeldOutEvaluator = last_events
+    held_out = cfg.eval_protocol == "held-out-devices"
+    if held_out:  # these devices never train; all their examples are test events
+        rng = np.random.default_rng([cfg.seed, 11])
+        n_held = max(1, min(len(trainable) - 2, round(cfg.heldout_fraction * len(trainable))))
+        held = set(rng.choice(trainable, n_held, replace=False).tolist())
+        evaluator = HeldOutEvaluator(
+            spec,
+            {i: arrays[i] for i in held},
+            {i: examples[i] for i in held},
+            cfg.max_examples,
+        )
+        trainable = [i for i in trainable if i not in held]
+        examples = {i: examples[i] for i in trainable}
     n_dev = len(trainable)
     delta = cfg.delta if cfg.delta is not None else min(1e-5, 1.0 / n_dev)
     trainer = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
@@ -346,18 +378,19 @@ def run_simulation(
     rows = []
     shipped = evaluator.evaluate("shipped student", info={"note": "bundle as released"})
     rows.append(shipped)
-    t0 = time.perf_counter()
-    local = local_only(
-        spec, examples, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        local_l2=cfg.local_l2, seed=cfg.seed,
-    )  # fmt: skip
-    rows.append(
-        evaluator.evaluate(
-            "local-only personalization",
-            local_biases=local,
-            info={"seconds": time.perf_counter() - t0, "bytes_up": 0, "rounds": 0},
+    if not held_out:  # a held-out device never trains, not even its local bias
+        t0 = time.perf_counter()
+        local = local_only(
+            spec, examples, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            local_l2=cfg.local_l2, seed=cfg.seed,
+        )  # fmt: skip
+        rows.append(
+            evaluator.evaluate(
+                "local-only personalization",
+                local_biases=local,
+                info={"seconds": time.perf_counter() - t0, "bytes_up": 0, "rounds": 0},
+            )
         )
-    )
     t0 = time.perf_counter()
     central_w, central_info = central_finetune(
         spec, examples, lr=cfg.central_lr, batch_size=cfg.central_batch_size,
@@ -399,7 +432,7 @@ def run_simulation(
         row = evaluator.evaluate(label, bias, info=info)
         fed_rows.append(row)
         if eps is None:
-            runtime_check = evaluator.check_runtime(rec, bias)
+            runtime_check = last_events.check_runtime(rec, bias)
         log.info(
             "%s: NDCG@10 %.4f (shipped %.4f, central %.4f)",
             label,
@@ -425,6 +458,7 @@ def run_simulation(
             "total": len(arrays),
             "training": n_dev,
             "evaluated": len(evaluator),
+            "test_events": evaluator.events if held_out else len(evaluator),
             "test_item_unknown": sum(a.target == 0 for a in arrays),
             "examples": sum(len(e) for e in examples.values()),
         },
@@ -435,9 +469,15 @@ def run_simulation(
             "artifact": rec.artifact.name,
             "top10_agreement_with_recommend": runtime_check,
         },
-        "protocol": "device's last interaction, full ranking over all items; NDCG@10/HR@10 with "
-        "history kept in the ranking (also NDCG@10 with the device's history excluded); "
-        "paired bootstrap 95% CI vs the shipped student",
+        "protocol": (
+            f"held-out devices ({len(evaluator)} of {len(evaluator) + n_dev}, never train): "
+            "every post-cut-off event, a device's metric is its mean over them"
+            if held_out
+            else "device's last interaction"
+        )
+        + "; full ranking over all items; NDCG@10/HR@10 with history kept in the ranking "
+        "(also NDCG@10 with the device's history excluded); paired bootstrap 95% CI over "
+        "devices vs the shipped student",
         "rows": summaries,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgerec.data.dataset import Interactions
+from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
 from edgerec.simulation.evaluation import Evaluator, central_finetune, device_examples
 from edgerec.simulation.timesplit import encode_devices, time_split
@@ -97,6 +98,41 @@ def test_evaluator_and_central_finetune_bookkeeping() -> None:
     assert info0["epochs"] == 0 and not w0.any()
     summary = row.summary(shipped, row, resamples=50)
     assert summary["recovery"] == pytest.approx(1.0)
+
+
+def test_held_out_evaluator_averages_each_devices_events() -> None:
+    """A held-out device's metric is the mean over its post-cut-off events; the "seen
+    excluded" metric drops each event's own prefix, not the device's later items."""
+    from edgerec.simulation.evaluation import HeldOutEvaluator
+    from edgerec.simulation.experiment import SimConfig
+    from edgerec.simulation.timesplit import DeviceArrays
+
+    spec = FeatureSpec(max_len=4, num_items=20)
+
+    def score(rows: np.ndarray) -> np.ndarray:  # item 1 on top, then 2, 3, ...
+        return np.tile(-0.01 * np.arange(spec.num_items, dtype=np.float32), (len(rows), 1))
+
+    devs = {0: DeviceArrays(np.array([1, 2, 3, 4]), 2, 5), 3: DeviceArrays(np.array([2, 1]), 1, 6)}
+    examples = {d: device_examples(spec, score, a, max_examples=10) for d, a in devs.items()}
+    ev = HeldOutEvaluator(spec, devs, examples, max_examples=10)
+    assert len(ev) == 2 and ev.events == 3  # device 0: targets 3, 4; device 3: target 1
+    shipped = ev.evaluate("shipped")
+    # device 0: item 3 at rank 2, item 4 at rank 3; device 3: item 1 at rank 0
+    assert shipped.ndcg[0] == pytest.approx((1 / np.log2(4) + 1 / np.log2(5)) / 2)
+    assert shipped.ndcg[1] == 1.0
+    # excluding each event's own prefix ({1, 2} and {1, 2, 3}) puts both targets first
+    assert shipped.ndcg_excl[0] == 1.0
+    bias = np.zeros(20, np.float32)
+    bias[3] = 5.0  # item 4 on top: device 0's second event first, its first one drops
+    row = ev.evaluate("boost", bias)
+    assert row.ndcg[0] == pytest.approx((1 / np.log2(5) + 1.0) / 2)
+    assert row.ndcg[1] == pytest.approx(1 / np.log2(3))
+    with pytest.raises(ValueError, match="never train"):
+        ev.evaluate("local", local_biases={0: bias})
+    with pytest.raises(InputError, match="eval_protocol"):
+        SimConfig(eval_protocol="random")
+    with pytest.raises(InputError, match="heldout_fraction"):
+        SimConfig(eval_protocol="held-out-devices", heldout_fraction=1.0)
 
 
 def write_shift_log(path: Path, users: int = 160, items: int = 40, seed: int = 0) -> int:
