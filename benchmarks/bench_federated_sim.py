@@ -16,6 +16,10 @@ its table; each run's ``result.json`` is copied to ``benchmarks/results/fedsim-<
   coordinator instead (use a smaller population, e.g. 20k users and q = 0.1 for
   ~1,000-device cohorts).
 
+``--eval-protocol held-out-devices`` passes the protocol on (half of the devices never
+train and are judged on all their post-cut-off events); its results are kept as
+``fedsim-<run>-heldout.json``.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_federated_sim.py --parts ml100k
@@ -101,25 +105,30 @@ def main() -> int:
     p.add_argument("--synth-cohort-fraction", type=float, default=0.02)
     p.add_argument("--synth-transport", choices=("inprocess", "http"), default="inprocess")
     p.add_argument("--epsilons", default="1 2 4 8")
+    p.add_argument(
+        "--eval-protocol", choices=("last-event", "held-out-devices"), default="last-event"
+    )
     args = p.parse_args()
     parts = set(args.parts.split(","))
     exe = [sys.executable, "-m", "edgerec", "simulate-federated", "--no-progress"]
+    exe += ["--eval-protocol", args.eval_protocol]
+    tag = "-heldout" if args.eval_protocol == "held-out-devices" else ""
     eps = args.epsilons.split()
     if "ml100k" in parts:
-        cmd = exe + ["--data", "movielens-100k", "--out", str(OUT / "fedsim-ml100k")]
+        cmd = exe + ["--data", "movielens-100k", "--out", str(OUT / f"fedsim-ml100k{tag}")]
         cmd += ["--rounds", str(args.ml_rounds), "--cohort-fraction", str(args.ml_cohort_fraction)]
         cmd += ["--epsilons", *eps]
         if args.ml_bundle:
             cmd += ["--bundle", str(args.ml_bundle)]
         print(f"ml100k: {run(cmd):.0f} s")
-        keep_result("fedsim-ml100k")
+        keep_result(f"fedsim-ml100k{tag}")
     if "synth" in parts:
         cfg = OUT / "fedsim-synth-config"
         cfg.mkdir(parents=True, exist_ok=True)
         (cfg / "teacher.toml").write_text(SYNTH_TEACHER)
         (cfg / "convert.toml").write_text(SYNTH_CONVERT)
         cmd = exe + ["--synth-users", str(args.synth_users), "--synth-items", "500"]
-        name = f"fedsim-synth-{args.synth_users}-{args.synth_transport}"
+        name = f"fedsim-synth-{args.synth_users}-{args.synth_transport}{tag}"
         cmd += ["--cutoff-quantile", "0.5", "--out", str(OUT / name)]
         cmd += ["--teacher-config", str(cfg / "teacher.toml")]
         cmd += ["--convert-config", str(cfg / "convert.toml")]
