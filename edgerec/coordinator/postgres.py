@@ -372,9 +372,12 @@ class PostgresStorage(Storage):
         called (shared servers coexist; a single-process one is refused)."""
         self._check_open()
         conn = self._psycopg.connect(self.pool.conninfo, autocommit=True)
+        kind = "_shared" if self.shared else ""
+        got = False
         try:
-            fn = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
-            got = conn.execute(f"SELECT {fn}(%s, %s)", (_APP, _SERVE_LOCK)).fetchone()[0]
+            got = conn.execute(
+                f"SELECT pg_try_advisory_lock{kind}(%s, %s)", (_APP, _SERVE_LOCK)
+            ).fetchone()[0]
             if not got:
                 raise StorageError(
                     f"{self.url}: another coordinator is serving this database"
@@ -388,6 +391,13 @@ class PostgresStorage(Storage):
                 )
             yield
         finally:
+            # unlock before closing: the server drops a closed session's locks only once
+            # its backend has exited, which a server started right after could race
+            if got and not conn.closed:
+                try:
+                    conn.execute(f"SELECT pg_advisory_unlock{kind}(%s, %s)", (_APP, _SERVE_LOCK))
+                except self._psycopg.Error:  # a broken connection: closing releases it
+                    log.warning("%s: could not release the serve lock; closing", self.url)
             conn.close()
 
     def close(self) -> None:
