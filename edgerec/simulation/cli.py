@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from edgerec.simulation.experiment import EVAL_PROTOCOLS
+
 log = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -85,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval", type=int, default=0, help="evaluate at most this many (0: all)")
     p.add_argument(
         "--eval-protocol",
-        choices=("last-event", "held-out-devices"),
+        choices=EVAL_PROTOCOLS,
         default="last-event",
         help="evaluate each device's last event, or hold devices out of training and "
         "evaluate all their post-cut-off events",

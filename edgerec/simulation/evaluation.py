@@ -155,11 +155,8 @@ class Evaluator:
         """Metrics with ``global_bias`` (all devices) and per-device ``local_biases``
         (keyed by device position in the encoded list)."""
         scores = self.scores(global_bias, local_biases)
-        kept = target_ranks(scores, self.targets)
-        excl = target_ranks(scores, self.targets, exclude=self.histories)
-        m = per_user_metrics(kept, 10)
-        me = per_user_metrics(excl, 10)
-        return RowResult(name, m["NDCG@10"], m["HR@10"], me["NDCG@10"], dict(info or {}))
+        ndcg, hr, ndcg_excl = _metrics(scores, self.targets, self.histories)
+        return RowResult(name, ndcg, hr, ndcg_excl, dict(info or {}))
 
     def scores(
         self,
@@ -219,6 +216,7 @@ class HeldOutEvaluator:
         self.owner = np.concatenate(
             [np.full(len(examples[d]), j) for j, d in enumerate(self.devices)]
         )
+        self._counts = np.bincount(self.owner, minlength=len(self.devices))
         self.seen: list[np.ndarray] = []
         for d in self.devices:
             history = devices[d].history
@@ -243,19 +241,21 @@ class HeldOutEvaluator:
         if local_biases:
             raise ValueError("held-out devices never train: no local biases to evaluate")
         scores = self.base if global_bias is None else self.base + global_bias
-        kept = per_user_metrics(target_ranks(scores, self.targets), 10)
-        excl = per_user_metrics(target_ranks(scores, self.targets, exclude=self.seen), 10)
-        return RowResult(
-            name,
-            self._per_device(kept["NDCG@10"]),
-            self._per_device(kept["HR@10"]),
-            self._per_device(excl["NDCG@10"]),
-            dict(info or {}),
-        )
+        per_event = _metrics(scores, self.targets, self.seen)
+        ndcg, hr, ndcg_excl = (self._per_device(m) for m in per_event)
+        return RowResult(name, ndcg, hr, ndcg_excl, dict(info or {}))
 
     def _per_device(self, per_event: np.ndarray) -> np.ndarray:
-        counts = np.bincount(self.owner, minlength=len(self.devices))
-        return np.bincount(self.owner, per_event, minlength=len(self.devices)) / counts
+        return np.bincount(self.owner, per_event, minlength=len(self.devices)) / self._counts
+
+
+def _metrics(
+    scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: NDCG@10 and HR@10 under full ranking, and NDCG@10 with ``seen`` left out."""
+    kept = per_user_metrics(target_ranks(scores, targets), 10)
+    excl = per_user_metrics(target_ranks(scores, targets, exclude=seen), 10)
+    return kept["NDCG@10"], kept["HR@10"], excl["NDCG@10"]
 
 
 def local_only(
