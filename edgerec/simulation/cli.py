@@ -33,6 +33,8 @@ on the devices; each device's last interaction is its test target (full ranking)
 Rows: shipped student, local-only personalization, federated without DP, federated
 with DP at each --epsilons value (calibrated to spend it in --rounds rounds), and the
 centralized fine-tune of the same head on the devices' data (non-private upper bound).
+Each federated row's head and the centralized one then go through a federated
+evaluation against the shipped head (its verdict in the last column).
 The federated rows run the real coordinator (uvicorn on loopback, SQLite, SecAgg+, DP
 accountant) and one SyncClient per device, unless --transport inprocess.
 Writes OUT/result.json (and OUT/model/ when it builds the bundle).
@@ -93,6 +95,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate all their post-cut-off events",
     )
     p.add_argument("--heldout-fraction", type=float, default=0.5, help="share of devices held out")
+    f = p.add_argument_group(
+        "federated evaluation: sampled devices judge each row's head against the shipped "
+        "one on their held-out events, through SecAgg+; published unless a one-sided test "
+        "finds it worse"
+    )
+    f.add_argument("--no-fed-eval", action="store_true", help="skip the federated evaluation")
+    f.add_argument("--fed-eval-fraction", type=float, default=1.0, help="its sampling rate")
+    f.add_argument("--fed-eval-events", type=int, default=5, help="held-out events per device")
+    f.add_argument("--fed-eval-alpha", type=float, default=0.05, help="level of the test")
+    f.add_argument("--fed-eval-min-events", type=int, default=100, help="fewest for a decision")
+    f.add_argument(
+        "--fed-eval-epsilon", type=float, default=1.0, help="ε of the evaluation of a DP row"
+    )
     g = p.add_argument_group(
         "synthetic population (instead of --data): edgerec data synth's generator + a trend shift"
     )
@@ -153,6 +168,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         max_eval=args.max_eval,
         eval_protocol=args.eval_protocol,
         heldout_fraction=args.heldout_fraction,
+        fed_eval=not args.no_fed_eval,
+        fed_eval_fraction=args.fed_eval_fraction,
+        fed_eval_events=args.fed_eval_events,
+        fed_eval_alpha=args.fed_eval_alpha,
+        fed_eval_min_events=args.fed_eval_min_events,
+        fed_eval_epsilon=args.fed_eval_epsilon,
     )
     population = None
     if args.synth_users:

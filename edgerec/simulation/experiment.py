@@ -36,7 +36,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,14 @@ class SimConfig:
             devices never trains and is evaluated on all its post-cut-off events: many
             more test events, no local-only row).
         heldout_fraction: share of the devices held out by ``"held-out-devices"``.
+        fed_eval: run a federated evaluation of every federated row's head and of the
+            centralized one against the shipped head (:mod:`.federated_eval`).
+        fed_eval_fraction: its sampling rate.
+        fed_eval_events: most recent held-out events a device reports on.
+        fed_eval_alpha: level of its one-sided test "the candidate is worse".
+        fed_eval_min_events: fewest events for a decision.
+        fed_eval_epsilon: ε of the evaluation of a DP row (its own release, one round);
+            the evaluation of the non-private rows adds no noise.
     """
 
     cutoff_quantile: float = 0.8
@@ -118,6 +127,12 @@ class SimConfig:
     max_eval: int = 0
     eval_protocol: str = "last-event"
     heldout_fraction: float = 0.5
+    fed_eval: bool = True
+    fed_eval_fraction: float = 1.0
+    fed_eval_events: int = 5
+    fed_eval_alpha: float = 0.05
+    fed_eval_min_events: int = 100
+    fed_eval_epsilon: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,6 +152,10 @@ class SimConfig:
             )
         if not 0 < self.heldout_fraction < 1:
             raise InputError(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
+        if not (0 < self.fed_eval_fraction <= 1 and 0 < self.fed_eval_alpha <= 0.5):
+            raise InputError("fed_eval_fraction must be in (0, 1] and fed_eval_alpha in (0, 0.5]")
+        if self.fed_eval_events < 1 or not self.fed_eval_epsilon > 0:
+            raise InputError("fed_eval_events must be >= 1 and fed_eval_epsilon > 0")
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "simulation config") -> SimConfig:
@@ -402,6 +421,9 @@ def run_simulation(
         info={"seconds": time.perf_counter() - t0, **central_info},
     )
 
+    judge = _federated_judge(cfg, evaluator, delta) if cfg.fed_eval else None
+    if judge is not None:
+        central.info["federated_evaluation"] = judge(central_w, None)
     q = cfg.cohort_fraction
     if cfg.transport == "http":  # the coordinator accounts q = cohort_target / population
         q = min(1.0, max(2, round(q * n_dev)) / n_dev)
@@ -430,6 +452,8 @@ def run_simulation(
             info["transport"] = "in-process (privatize + fixed-point sum; no HTTP, no masks)"
         info.update({"noise_multiplier": z, "clip": clip, "sampling_rate": q})
         row = evaluator.evaluate(label, bias, info=info)
+        if judge is not None:
+            row.info["federated_evaluation"] = judge(bias, eps)
         fed_rows.append(row)
         if eps is None:
             runtime_check = last_events.check_runtime(rec, bias)
@@ -478,11 +502,51 @@ def run_simulation(
         + "; full ranking over all items; NDCG@10/HR@10 with history kept in the ranking "
         "(also NDCG@10 with the device's history excluded); paired bootstrap 95% CI over "
         "devices vs the shipped student",
+        "federated_evaluation": cfg.fed_eval
+        and (
+            f"Poisson-sampled devices (q = {cfg.fed_eval_fraction:g}) score the shipped head and "
+            f"the row's head on their last <= {cfg.fed_eval_events} held-out events (the events "
+            "the table scores: no training saw them) and send metric sums through SecAgg+; "
+            f"blocked when a one-sided test finds the head worse (alpha = {cfg.fed_eval_alpha:g}, "
+            f"devices as clusters), inconclusive under {cfg.fed_eval_min_events} events; DP rows' "
+            f"evaluations add distributed DP noise for their own ε = {cfg.fed_eval_epsilon:g}"
+        ),
         "rows": summaries,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "result.json").write_text(json.dumps(result, indent=2, default=_json_default))
     return result
+
+
+def _federated_judge(
+    cfg: SimConfig, evaluator: Any, delta: float
+) -> Callable[[np.ndarray, float | None], dict[str, Any]]:
+    """``(candidate head, row ε or None) -> verdict``: the federated evaluation of a
+    candidate against the shipped head, on the devices' held-out events (DP when the
+    row is a DP row)."""
+    from edgerec.simulation.federated_eval import FederatedEvalConfig, federated_evaluation
+
+    shipped = evaluator.event_metrics()
+    most = int(np.bincount(shipped.owner).max()) if shipped.owner.size else 1
+    base = FederatedEvalConfig(
+        sampling_rate=cfg.fed_eval_fraction,
+        max_events=min(cfg.fed_eval_events, most),
+        alpha=cfg.fed_eval_alpha,
+        min_events=cfg.fed_eval_min_events,
+        delta=delta,
+        min_cohort_fraction=cfg.min_cohort_fraction,
+        seed=cfg.seed,
+    )
+
+    def judge(candidate: np.ndarray, row_epsilon: float | None) -> dict[str, Any]:
+        eps = cfg.fed_eval_epsilon if row_epsilon is not None else None
+        verdict = federated_evaluation(
+            shipped, evaluator.event_metrics(candidate), replace(base, epsilon=eps)
+        )
+        log.info("federated evaluation: %s — %s", verdict["decision"], verdict.get("reason"))
+        return verdict
+
+    return judge
 
 
 def _not_evaluable(a: Any) -> Any:
@@ -583,9 +647,10 @@ def format_table(result: dict[str, Any]) -> str:
     """The one table the command prints (plus its protocol and setup lines)."""
     head = (
         "| row | NDCG@10 | Δ vs shipped [95% CI] | HR@10 | NDCG@10 seen excl. | recovery "
-        "| rounds | bytes up/dev/round | bytes down/dev/round | wall s | ε (δ) |"
+        "| rounds | bytes up/dev/round | bytes down/dev/round | wall s | ε (δ) "
+        "| federated evaluation |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in result["rows"]:
         vs = r.get("vs_shipped")
         ci = f"{vs['diff']:+.4f} [{vs['low']:+.4f}, {vs['high']:+.4f}]" if vs else "–"
@@ -607,7 +672,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"| {r['NDCG@10_seen_excluded']:.4f} | {rec_s} "
             f"| {rounds if rounds is not None else '–'} "
             f"| {_bytes(up)} | {_bytes(down)} "
-            f"| {f'{secs:.1f}' if secs is not None else '–'} | {eps_s} |"
+            f"| {f'{secs:.1f}' if secs is not None else '–'} | {eps_s} "
+            f"| {_verdict(r.get('federated_evaluation'))} |"
         )
     d = result["devices"]
     cfg = result["config"]
@@ -619,12 +685,24 @@ def format_table(result: dict[str, Any]) -> str:
         f"test item unknown to the shipped model); {d['examples']} device examples"
     )
     lines.append(f"protocol: {result['protocol']}")
+    if result.get("federated_evaluation"):
+        lines.append(f"federated evaluation: {result['federated_evaluation']}")
     lines.append(
         f"federated: {cfg['transport']}, {cfg['rounds']} rounds, q={cfg['cohort_fraction']}, "
         f"local SGD lr={cfg['lr']} x {cfg['epochs']} epochs, server lr {cfg['server_lr']}, "
         f"clip {cfg['clip']} (DP rows) / {cfg['clip_nodp']} (no DP), δ={cfg['delta']:.3g}"
     )
     return "\n".join(lines)
+
+
+def _verdict(v: dict[str, Any] | None) -> str:
+    """``publish, z = +1.23 (n = 900, ε 1)``: a federated evaluation in a table cell."""
+    if not v:
+        return "–"
+    if v.get("z") is None:
+        return str(v["decision"])
+    eps = f", ε {v['epsilon']:g}" if v.get("epsilon") is not None else ""
+    return f"{v['decision']}, z = {v['z']:+.2f} (n = {v['events']:.0f}{eps})"
 
 
 def _bytes(v: Any) -> str:

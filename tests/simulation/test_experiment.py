@@ -192,6 +192,7 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
             "--rounds", "3",
             "--epsilons", "8",
             "--bootstrap", "200",
+            "--fed-eval-min-events", "20",
             "--no-progress",
         ]
     )  # fmt: skip
@@ -204,6 +205,7 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
         "federated, DP eps=8",
         "centralized fine-tune",
         "bytes up/dev/round",
+        "federated evaluation",
     ):
         assert label in table
     result = json.loads((out / "result.json").read_text())
@@ -216,6 +218,12 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
     dp = rows["federated, DP eps=8"]
     assert dp["epsilon"] is not None and dp["epsilon"] <= 8.0
     assert result["runtime"]["top10_agreement_with_recommend"] >= 0.9
+    # the federated evaluation judges every trained head; the significant gain ships
+    verdict = fed["federated_evaluation"]
+    assert verdict["decision"] == "publish" and verdict["z"] > 1.645
+    assert verdict["survivors"] == verdict["cohort"] > 0 and verdict["epsilon"] is None
+    assert dp["federated_evaluation"]["epsilon"] == 1.0
+    assert rows["centralized fine-tune (non-private upper bound)"]["federated_evaluation"]
 
 
 def test_inprocess_round_is_the_mean_of_the_device_updates() -> None:
