@@ -55,9 +55,7 @@ library's ``urllib``. No TensorFlow, no FastAPI.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import logging
 import math
 import os
@@ -75,7 +73,7 @@ from .sync_outcome import STATUSES, RoundStop, SyncError, SyncReport
 from .sync_phases import RoundPhases, check_response
 from .sync_privacy import PrivacyLedger
 from .sync_state import DeviceState
-from .sync_training import LocalUpdate, adapt_model
+from .sync_training import LocalUpdate, adapt_model, decode_bias
 from .sync_transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     CoordinatorSession,
@@ -391,23 +389,10 @@ class SyncClient:
             return False
         if not data.get("changed"):
             return False
-        encoded, version = data.get("global_bias"), data.get("version")
-        if not isinstance(encoded, str) or type(version) is not int:
-            raise SyncError("head answer lacks global_bias or an integer version", "bad_response")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise SyncError("head answer: global_bias is not base64", "bad_response") from None
-        if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
-            raise SyncError("head download corrupted (sha256 mismatch)", "bad_response")
-        if len(raw) % 4:
-            raise SyncError(f"head answer: {len(raw)} bytes is not float32[]", "bad_response")
-        bias = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        if bias.shape != (self.model.spec.num_items,) or not np.all(np.isfinite(bias)):
-            raise SyncError(
-                f"head has {bias.size} values, the bundle has {self.model.spec.num_items} items",
-                "bad_response",
-            )
+        version = data.get("version")
+        if type(version) is not int:
+            raise SyncError("head answer lacks an integer version", "bad_response")
+        bias = decode_bias(data, self.model.spec.num_items, "head answer")
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             metadata = {}

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgerec.federated import wire
 from edgerec.federated.errors import FederatedError
+from edgerec.federated.evaluation import FIELDS
 from edgerec.federated.protocol import (
     KeysBundle,
     RoundParams,
@@ -27,7 +28,7 @@ from edgerec.federated.secagg import SecAggClient
 from .sync_bundle import bundle_of_answer, mismatch
 from .sync_outcome import RoundStop, SyncError, SyncReport
 from .sync_state import DeviceState
-from .sync_training import LocalUpdate
+from .sync_training import LocalUpdate, decode_bias
 from .sync_transport import CoordinatorSession, Response
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ class RoundPhases:
             saved = client.export_state().get("masked")
             if saved is None:
                 delivery = ShareDelivery.from_wire(self._get(rnd, "shares"), params)
-                x = self.update.compute(params, view.get("training") or {}, global_bias)
+                x = self._contribution(view, params, global_bias)
                 saved = client.masked_input(x, delivery).to_wire()
                 self.state.save_round(rnd, client)
             self._post(rnd, "masked", saved, rep, phase="upload")
@@ -252,6 +253,31 @@ class RoundPhases:
         r = self.session.call("GET", f"/v1/rounds/{rnd}")
         check_response(r, "reading the round")
         return r.json_object()
+
+    def _contribution(
+        self, view: dict[str, Any], params: RoundParams, global_bias: np.ndarray | None
+    ) -> np.ndarray:
+        """What this device uploads: its trained update, or in an evaluation round its
+        report on the candidate head (downloaded and checked here)."""
+        evaluation = view.get("evaluation")
+        if evaluation is None:
+            return self.update.compute(params, view.get("training") or {}, global_bias)
+        cand, max_events = evaluation.get("candidate"), evaluation.get("max_events")
+        if not (_count(cand, 1, 2**62) and _count(max_events, 1, 1000)):
+            raise SyncError(f"unusable evaluation settings {evaluation!r}", "bad_response")
+        if params.vector_length != len(FIELDS):
+            raise SyncError(
+                f"evaluation round of {params.vector_length} values; reports have {len(FIELDS)}",
+                "bad_response",
+            )
+        r = self.session.call("GET", f"/v1/candidates/{cand}")
+        check_response(r, "fetching the candidate head")
+        data = r.json_object()
+        expected = evaluation.get("candidate_sha256")
+        if expected is not None and data.get("sha256") != expected:
+            raise SyncError("the candidate is not the one the round evaluates", "bad_response")
+        candidate = decode_bias(data, self.update.model.spec.num_items, "candidate answer")
+        return self.update.evaluate(params, max_events, global_bias, candidate)
 
     def settle_ledger(self, current: int | None) -> None:
         """Ask how the earlier rounds holding this device's update ended (a device that
@@ -295,3 +321,7 @@ class RoundPhases:
         )
         check_response(r, f"POST {what}")
         rep.sent.append(phase or what)
+
+
+def _count(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi

@@ -8,6 +8,9 @@ scoring function) to the few things a round needs.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -19,7 +22,8 @@ import numpy as np
 from edgerec.errors import InputError
 from edgerec.features import FeatureSpec
 from edgerec.federated.dp import privatize
-from edgerec.federated.local import LocalTrainer
+from edgerec.federated.evaluation import FIELDS, device_report, event_metrics
+from edgerec.federated.local import LocalTrainer, build_examples
 from edgerec.federated.protocol import RoundParams
 
 from .sync_bundle import UNKNOWN_BUNDLE, BundleId, bundle_of_model
@@ -121,8 +125,12 @@ class LocalUpdate:
             self._trainer = (key, LocalTrainer(self.model.spec, self.model.score_fn, **opts))
         trainer = self._trainer[1]
         # the last max_examples positions are the examples; the history_len events
-        # before them are the first example's full input window
-        history = self.history(trainer.max_examples + self.model.spec.history_len)
+        # before them are the first example's full input window. With federated
+        # evaluation on, the most recent holdout_events stay out of training: they are
+        # what this device judges candidate heads on.
+        holdout = _holdout(training)
+        history = self.history(trainer.max_examples + self.model.spec.history_len + holdout)
+        history = history[: max(0, history.size - holdout)]
         bias = (
             global_bias
             if global_bias is not None
@@ -138,6 +146,37 @@ class LocalUpdate:
             " (clipped)" if update.clipped else "",
         )
         return update.values
+
+    def evaluate(
+        self,
+        params: RoundParams,
+        max_events: int,
+        global_bias: np.ndarray | None,
+        candidate: np.ndarray,
+    ) -> np.ndarray:
+        """This device's report in an evaluation round: how the current head and the
+        candidate rank its last ``max_events`` events (held out of its training), as
+        metric sums (:func:`~edgerec.federated.evaluation.device_report`), then noised
+        and encoded like a training update (uint32)."""
+        spec = self.model.spec
+        history = self.history(max_events + spec.history_len)
+        rows, targets = build_examples(spec, history, max_events)
+        empty = np.zeros(0)
+        metrics = (empty,) * 4
+        if targets.size:
+            scores = np.asarray(self.model.score_fn(rows), np.float32)
+            current = scores if global_bias is None else scores + global_bias
+            ndcg_c, hr_c = event_metrics(current, targets)
+            ndcg_k, hr_k = event_metrics(scores + candidate, targets)
+            metrics = (ndcg_c, ndcg_k, hr_c, hr_k)
+        report = device_report(*metrics, max_events)
+        log.info(
+            "round %s: evaluated a candidate on %d events (NDCG@10 %+.3f)",
+            params.round_id,
+            targets.size,
+            float(report[FIELDS.index("ndcg_diff")]),
+        )
+        return privatize(report, params, self.rng).values
 
     def history(self, limit: int) -> np.ndarray:
         """The user's last ``limit`` events as item indices (unknown items skipped)."""
@@ -156,3 +195,33 @@ class LocalUpdate:
             user = users[0]
         events = store.history(user, limit=limit)
         return np.asarray(self.model.encode([e.item for e in events]), np.int64)
+
+
+def _holdout(training: Mapping[str, Any]) -> int:
+    """The round's ``holdout_events`` (0 when absent or unusable)."""
+    value = training.get("holdout_events", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+        return 0
+    return value
+
+
+def decode_bias(data: Mapping[str, Any], num_items: int, what: str) -> np.ndarray:
+    """The float32 vector of a head or candidate answer (base64 ``global_bias``,
+    checked against its ``sha256`` and the bundle's catalog size)."""
+    encoded = data.get("global_bias")
+    if not isinstance(encoded, str):
+        raise SyncError(f"{what} lacks global_bias", "bad_response")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise SyncError(f"{what}: global_bias is not base64", "bad_response") from None
+    if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
+        raise SyncError(f"{what}: download corrupted (sha256 mismatch)", "bad_response")
+    if len(raw) % 4:
+        raise SyncError(f"{what}: {len(raw)} bytes is not float32[]", "bad_response")
+    bias = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if bias.shape != (num_items,) or not np.all(np.isfinite(bias)):
+        raise SyncError(
+            f"{what} has {bias.size} values, the bundle has {num_items} items", "bad_response"
+        )
+    return bias

@@ -242,6 +242,13 @@ def create_app(coordinator: Coordinator, *, ticker: bool = True) -> FastAPI:
         await device_of(request)
         return await run_in_threadpool(coordinator.head, since)
 
+    @app.get("/v1/candidates/{round_id}", tags=["devices"], responses=errs)
+    async def candidate(request: Request, round_id: RoundId) -> dict[str, Any]:
+        """The candidate head trained by round ``round_id`` (base64 float32): what an
+        evaluation round's devices score against the current head."""
+        await device_of(request)
+        return await run_in_threadpool(coordinator.candidate, round_id)
+
     @app.get("/v1/rounds/current", tags=["devices"], responses=errs)
     async def current_round(request: Request) -> dict[str, Any]:
         """The running (or last) round: its parameters, my selection and my progress."""

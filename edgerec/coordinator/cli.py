@@ -138,6 +138,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "other until the privacy budget is spent",
     )
     s.add_argument("--round-interval", type=float, default=0.0, help="seconds between auto rounds")
+    s.add_argument(
+        "--federated-eval",
+        action="store_true",
+        help="publish a trained head only after an evaluation round on the devices finds it "
+        "not worse than the current one (a one-sided test on their held-out events)",
+    )
+    s.add_argument("--eval-events", type=int, default=5, help="held-out events per device")
+    s.add_argument("--eval-alpha", type=float, default=0.05, help="level of the evaluation's test")
+    s.add_argument("--eval-min-events", type=int, default=100, help="fewest events for a decision")
     s.add_argument("--access-log", action="store_true", help="log every request")
     s.add_argument(
         "--log-format",
@@ -253,7 +262,7 @@ def _require_extra() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     """Handler of ``edgerec coordinator serve``."""
     _require_extra()
-    from .config import RoundConfig, ServerConfig
+    from .config import EvaluationConfig, RoundConfig, ServerConfig
     from .server import ServeOptions, serve
 
     auto = None
@@ -275,6 +284,11 @@ def run_serve(args: argparse.Namespace) -> int:
         epsilon_ceiling=args.epsilon_ceiling,
         token_ttl_s=args.token_ttl_days * 86400.0,
         token_refresh_s=args.token_refresh_days * 86400.0,
+        evaluation=(
+            EvaluationConfig(args.eval_events, args.eval_alpha, args.eval_min_events)
+            if args.federated_eval
+            else None
+        ),
     )
     if args.log_format == "json":
         from .logformat import use_json_logs

@@ -136,6 +136,32 @@ class RoundConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Federated evaluation of every trained head before it is published
+    (:mod:`edgerec.federated.evaluation`; ``serve --federated-eval``).
+
+    Attributes:
+        max_events: most recent events each device holds out of its training and
+            reports on (also the report's bound: the evaluation round's clip).
+        alpha: level of the one-sided test "the candidate is worse".
+        min_events: fewest held-out events for a decision (fewer: rejected as
+            inconclusive).
+    """
+
+    max_events: int = 5
+    alpha: float = 0.05
+    min_events: int = 100
+
+    def __post_init__(self) -> None:
+        if not (_int(self.max_events) and 1 <= self.max_events <= 1000):
+            raise InputError(f"evaluation: max_events must be in 1..1000 (got {self.max_events})")
+        if not (_finite(self.alpha) and 0 < self.alpha <= 0.5):
+            raise InputError(f"evaluation: alpha must be in (0, 0.5] (got {self.alpha})")
+        if not (_int(self.min_events) and self.min_events >= 1):
+            raise InputError(f"evaluation: min_events must be >= 1 (got {self.min_events})")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Settings of one coordinator process.
 
@@ -167,6 +193,8 @@ class ServerConfig:
             a CPU cost per secret (benchmarks/RESULTS.md). Off: bad shares are only
             noticed when they break the first reconstruction (the result is correct
             either way).
+        evaluation: evaluate every trained head on the devices before publishing it
+            (None: publish each round's result directly).
     """
 
     max_body_bytes: int | None = None
@@ -185,6 +213,7 @@ class ServerConfig:
     token_refresh_s: float = 7 * 86400.0
     auth_fail_rate: float = 0.2
     auth_fail_burst: int = 10
+    evaluation: EvaluationConfig | None = None
 
     def __post_init__(self) -> None:
         ceiling = self.epsilon_ceiling

@@ -72,6 +72,7 @@ class DeviceReads:
             "survivor": (part is not None and part.client_id in rnd.info.get("survivors", ())),
             "params": rnd.params["secagg"],
             "training": rnd.params.get("training", {}),
+            **({"evaluation": rnd.params["evaluation"]} if "evaluation" in rnd.params else {}),
             "sampling_rate": rnd.params.get("sampling_rate"),
             "delta": rnd.params.get("delta"),
             "result_version": rnd.result_version,

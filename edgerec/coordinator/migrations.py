@@ -214,6 +214,28 @@ CREATE TABLE enroll_keys (
 );
 """
 
+# Version 3: federated evaluation. A training round's result waits here as a candidate
+# until an evaluation round decides it (published as a head, or rejected); the row
+# keeps the evaluation that decided it.
+_V3 = """
+CREATE TABLE candidates (
+    round_id {int} PRIMARY KEY,
+    base_version {int} NOT NULL,
+    created_at {real} NOT NULL,
+    global_bias {blob} NOT NULL,
+    metadata TEXT NOT NULL,
+    state TEXT {collate} NOT NULL,
+    evaluation_round {int},
+    decided_at {real},
+    evaluation TEXT
+);
+CREATE INDEX candidates_state ON candidates(state);
+"""
+_V3_SQLITE = _V3.format(int="INTEGER", real="REAL", blob="BLOB", collate="")
+_V3_POSTGRES = _V3.format(
+    int="BIGINT", real="DOUBLE PRECISION", blob="BYTEA", collate='COLLATE "C"'
+)
+
 #: every step, in order; the last one's version is the schema this edgerec writes
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", {"sqlite": _V1_SQLITE, "postgres": _V1_POSTGRES}),
@@ -221,6 +243,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "fleet lifecycle: token rotation, dated revocation, enrollment keys with quotas",
         {"sqlite": _V2_SQLITE, "postgres": _V2_POSTGRES},
+    ),
+    Migration(
+        3,
+        "federated evaluation: candidate heads and the evaluations that decide them",
+        {"sqlite": _V3_SQLITE, "postgres": _V3_POSTGRES},
     ),
 )
 LATEST = MIGRATIONS[-1].version

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgerec.federated.accountant import DpAccountant
 
-from .storage import DONE, Head, Transaction
+from .storage import DONE, Transaction
 
 #: how heads name the accounting method in their metadata
 ACCOUNTANT = "rdp/poisson-sampled-gaussian (dp-accounting)"
@@ -40,9 +40,9 @@ def published_cap_tails(tx: Transaction) -> list[float]:
     return [float(r.params.get("cap_tail", 0.0)) for r in tx.list_rounds(_ALL_ROUNDS, DONE)]
 
 
-def privacy_spent(head: Head | None) -> dict[str, Any]:
-    """(ε, δ) spent by the published heads, from the latest head's metadata."""
-    meta = head.metadata if head else {}
+def privacy_spent(meta: dict[str, Any]) -> dict[str, Any]:
+    """(ε, δ) spent by the released rounds, from the metadata of the latest release
+    (a head's, or an evaluation round's ``info``)."""
     rounds = int(meta.get("dp_rounds", 0))
     return {
         "epsilon": meta.get("epsilon", 0.0) if rounds else 0.0,

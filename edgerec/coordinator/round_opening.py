@@ -14,12 +14,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgerec.federated import wire
 from edgerec.federated.dp import device_noise_std
 from edgerec.federated.errors import ProtocolError
+from edgerec.federated.evaluation import FIELDS, report_bound
 from edgerec.federated.fixedpoint import max_frac_bits
 from edgerec.federated.protocol import RoundParams
 from edgerec.federated.sampling import cap_delta, max_cohort, min_cohort_for, round_tail
@@ -27,10 +28,11 @@ from edgerec.federated.secagg import suggest_graph
 
 from . import errors
 from .cohort_sampling import count_sampled
-from .config import MAX_DEGREE, RoundConfig, ServerConfig
+from .config import MAX_DEGREE, EvaluationConfig, RoundConfig, ServerConfig
 from .privacy_ledger import accountant_for, finite_or_none, format_epsilon
+from .publishing import EVALUATE
 from .round_state import load_round
-from .storage import PHASES, Head, Round, Storage, Transaction
+from .storage import PHASES, REJECTED, Head, Round, Storage, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,16 @@ class RoundOpener:
         now = self.clock()
         with self.lock, self.storage.write() as tx:
             head, population = _check_can_open(tx, cfg)
+            evaluation = self._evaluation(tx, head)
+            vector_length = self.vector_length
+            if evaluation is not None:  # this round evaluates the pending candidate
+                cfg = replace(
+                    cfg, clip=report_bound(evaluation["max_events"]), frac_bits=None, training={}
+                )
+                vector_length = len(FIELDS)
+            elif self.config.evaluation is not None:  # keep recent events for evaluations
+                holdout = self.config.evaluation.max_events
+                cfg = replace(cfg, training={**cfg.training, "holdout_events": holdout})
             plan = self._plan_sampling(tx, cfg, population)
             frac_bits = _frac_bits(cfg, plan.bound)
             k, t = _graph(cfg, plan.bound)
@@ -111,7 +123,7 @@ class RoundOpener:
                     clip=float(cfg.clip),
                     noise_multiplier=float(cfg.noise_multiplier),
                     frac_bits=int(frac_bits),
-                    vector_length=self.vector_length,
+                    vector_length=vector_length,
                     neighbour_degree=k,
                     threshold=t,
                 )
@@ -123,7 +135,7 @@ class RoundOpener:
                 round_id=0,
                 base_version=head.version,
                 state=PHASES[0],
-                params=_stored_params(params, cfg, plan, selected),
+                params=_stored_params(params, cfg, plan, selected, evaluation),
                 seed=seed,
                 opened_at=now,
                 deadline=deadline,
@@ -164,6 +176,28 @@ class RoundOpener:
             plan.sampling_rate,
         )
         return created
+
+    def _evaluation(self, tx: Transaction, head: Head) -> dict[str, Any] | None:
+        """What the next round evaluates: the pending candidate (None: it trains). A
+        candidate trained from another head than the current one is rejected here."""
+        cand = tx.pending_candidate()
+        if cand is None:
+            return None
+        if cand.base_version != head.version:
+            reason = f"trained from v{cand.base_version}; the head is v{head.version}"
+            tx.decide_candidate(
+                cand.round_id, REJECTED, None, self.clock(), {"decision": "stale", "reason": reason}
+            )
+            log.warning("candidate of round %d rejected: %s", cand.round_id, reason)
+            return None
+        settings = self.config.evaluation or EvaluationConfig()  # decide what is pending
+        return {
+            "candidate": cand.round_id,
+            "candidate_sha256": cand.metadata.get("sha256"),
+            "max_events": settings.max_events,
+            "alpha": settings.alpha,
+            "min_events": settings.min_events,
+        }
 
     def _plan_sampling(self, tx: Transaction, cfg: RoundConfig, population: int) -> SamplingPlan:
         """The sampling rate, δ and cohort bound; refuses a round that would exceed the
@@ -220,10 +254,17 @@ def _budget(cfg: RoundConfig, config: ServerConfig) -> float | None:
 
 
 def _stored_params(
-    params: RoundParams, cfg: RoundConfig, plan: SamplingPlan, selected: int
+    params: RoundParams,
+    cfg: RoundConfig,
+    plan: SamplingPlan,
+    selected: int,
+    evaluation: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """What a round records about how it was opened (``Round.params``)."""
+    """What a round records about how it was opened (``Round.params``); an evaluation
+    round also its ``task`` and what it evaluates."""
+    task = {"task": EVALUATE, "evaluation": evaluation} if evaluation is not None else {}
     return {
+        **task,
         "secagg": params.to_wire(),
         "config": cfg.to_json(),
         "population": plan.population,

@@ -60,7 +60,7 @@ from .phase_upload import UploadPhase
 from .privacy_ledger import privacy_spent
 from .publishing import Publisher
 from .round_opening import RoundOpener
-from .storage import PHASES, Device, Round, Storage
+from .storage import DONE, PHASES, Device, Round, Storage
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,12 @@ class RoundEngine:
         }
         assert tuple(phases) == PHASES
         self._transitions = PhaseTransitions(
-            storage, clock, lock, live, phases, Publisher(storage, clock, live)
+            storage,
+            clock,
+            lock,
+            live,
+            phases,
+            Publisher(storage, clock, live, evaluate=self.config.evaluation is not None),
         )
         self._opener = RoundOpener(
             storage, self.vector_length, self.config, clock, lock, self._transitions.fail
@@ -163,7 +168,12 @@ class RoundEngine:
         """(ε, δ) spent by the published heads, from the latest head's metadata."""
         with self.storage.read() as tx:
             head = tx.latest_head()
-        return privacy_spent(head)
+            released = tx.list_rounds(limit=1, state=DONE)
+        meta = head.metadata if head else {}
+        # an evaluation round that published nothing still spent privacy: its info says
+        if released and released[0].info.get("dp_rounds", 0) > meta.get("dp_rounds", 0):
+            meta = released[0].info
+        return privacy_spent(meta)
 
     # ================================================================== devices: reads
     def is_selected(self, rnd: Round, device: Device) -> bool:

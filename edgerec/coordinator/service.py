@@ -190,6 +190,24 @@ class Coordinator:
             out["sha256"] = hashlib.sha256(raw).hexdigest()
         return out
 
+    def candidate(self, round_id: int) -> dict[str, Any]:
+        """The candidate head of training round ``round_id`` (what an evaluation round's
+        devices score against the current head), encoded like :meth:`head`."""
+        with self.storage.read() as tx:
+            cand = tx.get_candidate(round_id)
+        if cand is None:
+            raise errors.not_found(f"round {round_id} has no candidate head")
+        raw = np.ascontiguousarray(cand.global_bias, dtype="<f4").tobytes()
+        return {
+            "round": cand.round_id,
+            "base_version": cand.base_version,
+            "state": cand.state,
+            "length": int(cand.global_bias.size),
+            "dtype": "float32-le",
+            "global_bias": base64.b64encode(raw).decode("ascii"),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        }
+
     # ------------------------------------------------------------------ status
     def round_summary(self, rnd: Round) -> dict[str, Any]:
         """Public facts about a round (no secrets, no per-device data)."""
@@ -234,6 +252,8 @@ class Coordinator:
             done = tx.count_rounds(DONE)
             failed = tx.count_rounds(FAILED)
             devices = tx.count_devices()
+            pending = tx.pending_candidate()
+            decided = tx.latest_decided_candidate()
             report = self.ledger.report(tx) if ledger else None
         out = {
             "service": "edgerec-coordinator",
@@ -246,6 +266,21 @@ class Coordinator:
             "rounds_done": done,
             "rounds_failed": failed,
             "privacy": self.rounds.privacy(),
+            "federated_evaluation": self.config.evaluation is not None,
+            "candidate": None
+            if pending is None
+            else {
+                "round": pending.round_id,
+                "base_version": pending.base_version,
+                "created_at": pending.created_at,
+            },
+            "last_evaluation": None
+            if decided is None
+            else {
+                "candidate_round": decided.round_id,
+                "state": decided.state,
+                **(decided.evaluation or {}),
+            },
             "epsilon_ceiling": self.config.epsilon_ceiling,
             "devices": devices,
             "time": self.clock(),

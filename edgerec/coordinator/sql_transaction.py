@@ -35,7 +35,9 @@ from .fleet_sql import FleetQueries
 from .migrations import Migration
 from .storage import (
     FINAL_STATES,
+    PENDING,
     BatchSnapshot,
+    Candidate,
     Head,
     Message,
     Participant,
@@ -59,6 +61,10 @@ UPDATABLE = {
     "deadline",
 }
 _HEAD_COLUMNS = "version, round_id, created_at, global_bias, metadata"
+_CANDIDATE_COLUMNS = (
+    "round_id, base_version, created_at, global_bias, metadata, state, evaluation_round, "
+    "decided_at, evaluation"
+)
 _PARTICIPANT_COLUMNS = "round_id, device_id, client_id, joined_at"
 _COUNT_MESSAGES = "SELECT COUNT(*) FROM messages WHERE round_id = ? AND phase = ?"
 
@@ -217,6 +223,69 @@ class SqlTransaction(FleetQueries, Transaction):
         return self._head(
             self._one(f"SELECT {_HEAD_COLUMNS} FROM heads WHERE version = ?", (version,))
         )
+
+    # -- candidates ---------------------------------------------------------------------
+    def insert_candidate(self, candidate: Candidate) -> None:
+        bias = np.ascontiguousarray(candidate.global_bias, dtype="<f4")
+        self._execute(
+            f"INSERT INTO candidates({_CANDIDATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                candidate.round_id, candidate.base_version, candidate.created_at,
+                bias.tobytes(), dumps(candidate.metadata), candidate.state,
+                candidate.evaluation_round, candidate.decided_at,
+                None if candidate.evaluation is None else dumps(candidate.evaluation),
+            ),
+        )  # fmt: skip
+
+    def get_candidate(self, round_id: int) -> Candidate | None:
+        return self._candidate(
+            self._one(
+                f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE round_id = ?", (round_id,)
+            )
+        )
+
+    def pending_candidate(self) -> Candidate | None:
+        return self._candidate(
+            self._one(
+                f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE state = ? "
+                "ORDER BY round_id LIMIT 1",
+                (PENDING,),
+            )
+        )
+
+    def latest_decided_candidate(self) -> Candidate | None:
+        return self._candidate(
+            self._one(
+                f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE state <> ? "
+                "ORDER BY round_id DESC LIMIT 1",
+                (PENDING,),
+            )
+        )
+
+    def decide_candidate(
+        self,
+        round_id: int,
+        state: str,
+        evaluation_round: int | None,
+        now: float,
+        evaluation: dict,
+    ) -> bool:
+        cur = self._execute(
+            "UPDATE candidates SET state = ?, evaluation_round = ?, decided_at = ?, "
+            "evaluation = ? WHERE round_id = ? AND state = ?",
+            (state, evaluation_round, now, dumps(evaluation), round_id, PENDING),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def _candidate(row: tuple | None) -> Candidate | None:
+        if row is None:
+            return None
+        bias = np.frombuffer(bytes(row[3]), dtype="<f4").astype(np.float32)
+        return Candidate(
+            row[0], row[1], row[2], bias, json.loads(row[4]), row[5], row[6], row[7],
+            None if row[8] is None else json.loads(row[8]),
+        )  # fmt: skip
 
     # -- rounds -------------------------------------------------------------------------
     def insert_round(self, rnd: Round) -> int:

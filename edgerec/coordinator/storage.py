@@ -95,6 +95,30 @@ class Head:
     metadata: dict[str, Any]
 
 
+#: states of a candidate head (see :class:`Candidate`)
+PENDING, PUBLISHED, REJECTED = "pending", "published", "rejected"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A training round's result waiting for its federated evaluation.
+
+    ``metadata`` is what the head's metadata will say when it is published; ``state``
+    is ``pending`` until an evaluation round (``evaluation_round``) decides it
+    ``published`` or ``rejected``, with that round's verdict in ``evaluation``.
+    """
+
+    round_id: int
+    base_version: int
+    created_at: float
+    global_bias: np.ndarray
+    metadata: dict[str, Any]
+    state: str = PENDING
+    evaluation_round: int | None = None
+    decided_at: float | None = None
+    evaluation: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class Round:
     """A federated round and where it stands.
@@ -250,6 +274,31 @@ class Transaction(ABC):
 
     @abstractmethod
     def get_head(self, version: int) -> Head | None: ...
+
+    # -- candidates (federated evaluation) ----------------------------------------------
+    @abstractmethod
+    def insert_candidate(self, candidate: Candidate) -> None: ...
+
+    @abstractmethod
+    def get_candidate(self, round_id: int) -> Candidate | None: ...
+
+    @abstractmethod
+    def pending_candidate(self) -> Candidate | None:
+        """The oldest undecided candidate (at most one exists: rounds run one at a time)."""
+
+    @abstractmethod
+    def latest_decided_candidate(self) -> Candidate | None: ...
+
+    @abstractmethod
+    def decide_candidate(
+        self,
+        round_id: int,
+        state: str,
+        evaluation_round: int | None,
+        now: float,
+        evaluation: dict,
+    ) -> bool:
+        """Record the decision on a pending candidate; False if it was not pending."""
 
     # -- rounds -------------------------------------------------------------------------
     @abstractmethod

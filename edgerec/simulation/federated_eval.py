@@ -114,7 +114,7 @@ def federated_evaluation(
     info.update(
         survivors=len(secagg.survivors),
         seconds=round(time.perf_counter() - started, 2),
-        client_cpu_ms_mean=round(1000 * float(np.mean(list(secagg.client_cpu_seconds.values()))), 2),
+        client_cpu_ms=round(1000 * float(np.mean(list(secagg.client_cpu_seconds.values()))), 2),
     )
     return {**verdict.to_dict(), **info}
 

@@ -14,7 +14,9 @@ from edgerec.simulation.federated_eval import (
 )
 
 
-def _metrics(devices: int, events: int, effect: float, seed: int) -> tuple[EventMetrics, EventMetrics]:
+def _metrics(
+    devices: int, events: int, effect: float, seed: int
+) -> tuple[EventMetrics, EventMetrics]:
     rng = np.random.default_rng(seed)
     owner = np.repeat(np.arange(devices), events)
     rng.shuffle(owner)  # events of a device need not be contiguous
