@@ -108,6 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--fed-eval-epsilon", type=float, default=1.0, help="ε of the evaluation of a DP row"
     )
+    f.add_argument(
+        "--fed-eval-gate",
+        action="store_true",
+        help="(http) run the coordinator with federated evaluation: each round's head is "
+        "published only if an evaluation round on the devices does not find it worse",
+    )
     g = p.add_argument_group(
         "synthetic population (instead of --data): edgerec data synth's generator + a trend shift"
     )
@@ -174,6 +180,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         fed_eval_alpha=args.fed_eval_alpha,
         fed_eval_min_events=args.fed_eval_min_events,
         fed_eval_epsilon=args.fed_eval_epsilon,
+        fed_eval_gate=args.fed_eval_gate,
     )
     population = None
     if args.synth_users:

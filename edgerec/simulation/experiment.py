@@ -98,6 +98,10 @@ class SimConfig:
         fed_eval_min_events: fewest events for a decision.
         fed_eval_epsilon: ε of the evaluation of a DP row (its own release, one round);
             the evaluation of the non-private rows adds no noise.
+        fed_eval_gate: run the HTTP rows' coordinator with federated evaluation: each
+            training round's head is published only if the evaluation round after it
+            does not find it worse (devices hold their last ``fed_eval_events`` events
+            out of training); the DP rows' noise is calibrated for both kinds of round.
     """
 
     cutoff_quantile: float = 0.8
@@ -133,6 +137,7 @@ class SimConfig:
     fed_eval_alpha: float = 0.05
     fed_eval_min_events: int = 100
     fed_eval_epsilon: float = 1.0
+    fed_eval_gate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,6 +161,8 @@ class SimConfig:
             raise InputError("fed_eval_fraction must be in (0, 1] and fed_eval_alpha in (0, 0.5]")
         if self.fed_eval_events < 1 or not self.fed_eval_epsilon > 0:
             raise InputError("fed_eval_events must be >= 1 and fed_eval_epsilon > 0")
+        if self.fed_eval_gate and self.transport != "http":
+            raise InputError("fed_eval_gate needs the coordinator: transport 'http'")
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "simulation config") -> SimConfig:
@@ -423,7 +430,7 @@ def run_simulation(
 
     judge = _federated_judge(cfg, evaluator, delta) if cfg.fed_eval else None
     if judge is not None:
-        central.info["federated_evaluation"] = judge(central_w, None)
+        central.info["federated_evaluation"] = judge(central_w, None, 0)
     q = cfg.cohort_fraction
     if cfg.transport == "http":  # the coordinator accounts q = cohort_target / population
         q = min(1.0, max(2, round(q * n_dev)) / n_dev)
@@ -437,7 +444,10 @@ def run_simulation(
         else:
             from edgerec.federated.accountant import calibrate_noise
 
-            z, clip = calibrate_noise(eps, delta, q, cfg.rounds) * 1.0001, cfg.clip
+            # with the coordinator's gate every training round is followed by an
+            # evaluation round, a release of its own: twice the rounds to account
+            releases = cfg.rounds * (2 if cfg.fed_eval_gate else 1)
+            z, clip = calibrate_noise(eps, delta, q, releases) * 1.0001, cfg.clip
         log.info("%s: z=%.4g C=%g q=%.3g rounds=%d", label, z, clip, q, cfg.rounds)
         if cfg.transport == "http":
             bias, info = _http_row(
@@ -453,7 +463,7 @@ def run_simulation(
         info.update({"noise_multiplier": z, "clip": clip, "sampling_rate": q})
         row = evaluator.evaluate(label, bias, info=info)
         if judge is not None:
-            row.info["federated_evaluation"] = judge(bias, eps)
+            row.info["federated_evaluation"] = judge(bias, eps, len(fed_rows) + 1)
         fed_rows.append(row)
         if eps is None:
             runtime_check = last_events.check_runtime(rec, bias)
@@ -520,8 +530,8 @@ def run_simulation(
 
 def _federated_judge(
     cfg: SimConfig, evaluator: Any, delta: float
-) -> Callable[[np.ndarray, float | None], dict[str, Any]]:
-    """``(candidate head, row ε or None) -> verdict``: the federated evaluation of a
+) -> Callable[[np.ndarray, float | None, int], dict[str, Any]]:
+    """``(candidate head, row ε or None, row number) -> verdict``: the federated evaluation of a
     candidate against the shipped head, on the devices' held-out events (DP when the
     row is a DP row)."""
     from edgerec.simulation.federated_eval import FederatedEvalConfig, federated_evaluation
@@ -538,11 +548,10 @@ def _federated_judge(
         seed=cfg.seed,
     )
 
-    def judge(candidate: np.ndarray, row_epsilon: float | None) -> dict[str, Any]:
+    def judge(candidate: np.ndarray, row_epsilon: float | None, row: int) -> dict[str, Any]:
         eps = cfg.fed_eval_epsilon if row_epsilon is not None else None
-        verdict = federated_evaluation(
-            shipped, evaluator.event_metrics(candidate), replace(base, epsilon=eps)
-        )
+        settings = replace(base, epsilon=eps, seed=cfg.seed * 1000 + row)  # own draws per row
+        verdict = federated_evaluation(shipped, evaluator.event_metrics(candidate), settings)
         log.info("federated evaluation: %s — %s", verdict["decision"], verdict.get("reason"))
         return verdict
 
@@ -604,8 +613,17 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         seed=cfg.seed,
     )
     clock = SimClock()
+    evaluation = None
+    if cfg.fed_eval_gate:
+        from edgerec.coordinator.config import EvaluationConfig
+
+        evaluation = EvaluationConfig(
+            cfg.fed_eval_events, cfg.fed_eval_alpha, cfg.fed_eval_min_events
+        )
     try:
-        with CoordinatorThread(bundle, work / "coordinator.db", clock) as coord:
+        with CoordinatorThread(
+            bundle, work / "coordinator.db", clock, evaluation=evaluation
+        ) as coord:
             fleet.connect(coord.url)
             run = run_rounds(coord, fleet, round_cfg, cfg.rounds)
     finally:
@@ -629,6 +647,13 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         "head_version": run.head_version,
         "history": run.history,
     }
+    if cfg.fed_eval_gate:
+        info["gate"] = {
+            "evaluations": run.evaluations,
+            "published": sum(v["decision"] == "publish" for v in run.evaluations),
+            "bytes_up": run.eval_bytes_up,
+            "bytes_down": run.eval_bytes_down,
+        }
     return run.global_bias, info
 
 
@@ -673,7 +698,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"| {rounds if rounds is not None else '–'} "
             f"| {_bytes(up)} | {_bytes(down)} "
             f"| {f'{secs:.1f}' if secs is not None else '–'} | {eps_s} "
-            f"| {_verdict(r.get('federated_evaluation'))} |"
+            f"| {_verdict(r.get('federated_evaluation'), r.get('gate'))} |"
         )
     d = result["devices"]
     cfg = result["config"]
@@ -695,8 +720,12 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(v: dict[str, Any] | None) -> str:
-    """``publish, z = +1.23 (n = 900, ε 1)``: a federated evaluation in a table cell."""
+def _verdict(v: dict[str, Any] | None, gate: dict[str, Any] | None = None) -> str:
+    """``publish, z = +1.23 (n = 900, ε 1)``: a federated evaluation in a table cell;
+    with the coordinator's gate also how many of the row's trained heads it published."""
+    if gate:
+        decided = len(gate["evaluations"])
+        return f"{_verdict(v)}; gate: {gate['published']} of {decided} heads published"
     if not v:
         return "–"
     if v.get("z") is None:

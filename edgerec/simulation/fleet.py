@@ -72,15 +72,23 @@ class CoordinatorThread:
             power loss is not what a simulation measures.
         clock: the coordinator's clock.
         tick_s: seconds between deadline checks of the app's ticker.
+        evaluation: run the coordinator with federated evaluation (every trained head
+            is a candidate until an evaluation round decides it).
     """
 
     def __init__(
-        self, bundle: str | Path, db_path: str | Path, clock: SimClock, tick_s: float = 0.2
+        self,
+        bundle: str | Path,
+        db_path: str | Path,
+        clock: SimClock,
+        tick_s: float = 0.2,
+        evaluation: Any = None,
     ) -> None:
         self.bundle = Path(bundle)
         self.db_path = Path(db_path)
         self.clock = clock
         self.tick_s = tick_s
+        self.evaluation = evaluation
         self.coordinator: Any = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -102,6 +110,7 @@ class CoordinatorThread:
             anon_burst=10**6,
             tick_s=self.tick_s,
             epsilon_ceiling=None,  # experiments compare arms without DP and large budgets
+            evaluation=self.evaluation,
         )
         self.coordinator = Coordinator(
             SqliteStorage(self.db_path, synchronous="normal"),
@@ -234,16 +243,19 @@ class FleetRun:
 
     Attributes:
         global_bias: the head the devices hold after the last round.
-        rounds: rounds that published a head.
+        rounds: training rounds that completed (published a head, or with federated
+            evaluation, a candidate).
         failed: rounds that ended ``failed`` (nothing released).
         epsilon, delta: privacy spent (``None`` epsilon: no DP).
         delta_total: δ plus what the cohort bounds add (``delta_sampling_cap``).
-        bytes_up, bytes_down: per participating device and round (HTTP bodies and
-            request headers; means over the participants of all rounds).
+        bytes_up, bytes_down: per participating device and training round (HTTP bodies
+            and request headers; means over the participants of all training rounds).
         seconds: wall time of the rounds (excluding enrollment).
         participants: mean devices per round that uploaded.
         head_version: the last head version.
         history: per-round summaries.
+        evaluations: the verdicts of the evaluation rounds (federated evaluation on).
+        eval_bytes_up, eval_bytes_down: per participating device and evaluation round.
     """
 
     global_bias: np.ndarray
@@ -258,6 +270,9 @@ class FleetRun:
     participants: float = 0.0
     head_version: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    eval_bytes_up: float = 0.0
+    eval_bytes_down: float = 0.0
 
 
 def run_rounds(
@@ -267,14 +282,16 @@ def run_rounds(
     rounds: int,
     on_round: Callable[[int, np.ndarray], None] | None = None,
 ) -> FleetRun:
-    """Open and run up to ``rounds`` rounds; stops early when the privacy budget is spent.
+    """Open and run up to ``rounds`` training rounds (with federated evaluation, each
+    followed by the evaluation round the coordinator opens for its candidate); stops
+    early when the privacy budget is spent.
 
     Args:
         coord: the running coordinator.
         fleet: connected devices.
         round_config: :class:`edgerec.coordinator.config.RoundConfig` of every round.
-        rounds: how many rounds.
-        on_round: called with ``(round number, head)`` after each published round.
+        rounds: how many training rounds.
+        on_round: called with ``(round number, head)`` after each completed round.
     """
     from edgerec.coordinator.errors import ApiError
 
@@ -283,9 +300,15 @@ def run_rounds(
     started = time.perf_counter()
     up: list[int] = []
     down: list[int] = []
+    eval_up: list[int] = []
+    eval_down: list[int] = []
     history: list[dict[str, Any]] = []
-    done = failed = 0
-    for number in range(1, rounds + 1):
+    done = failed = trained = 0
+    evaluations: list[dict[str, Any]] = []
+    number = 0
+    # also the last head's evaluation; failed rounds are retried, within a bound
+    while (trained < rounds or _candidate_pending(coord)) and number < 3 * rounds + 2:
+        number += 1
         try:
             rnd = engine.open_round(round_config)
         except ApiError as exc:
@@ -293,6 +316,8 @@ def run_rounds(
                 log.info("stopping after %d rounds: %s", done, exc.detail)
                 break
             raise
+        evaluating = rnd.params.get("task") == "evaluate"
+        trained += not evaluating
         t0 = time.perf_counter()
         sent_up: dict[int, int] = {}
         sent_down: dict[int, int] = {}
@@ -336,22 +361,27 @@ def run_rounds(
         final = _round_state(coord, rnd.round_id)
         uploaded = [i for i in sent_up if i in _uploaders(coord, rnd.round_id, fleet, sent_up)]
         if final["state"] == "done":
-            done += 1
+            done += not evaluating
         else:
             failed += 1
             log.warning("round %d failed: %s", rnd.round_id, final.get("failure"))
-        for i in uploaded:
-            up.append(sent_up[i])
-            down.append(sent_down[i])
+        for i in uploaded:  # bytes per training round; evaluation rounds apart
+            (eval_up if evaluating else up).append(sent_up[i])
+            (eval_down if evaluating else down).append(sent_down[i])
         status = coord.coordinator.status()
         entry = {
             "round": rnd.round_id,
+            "task": "evaluate" if evaluating else "train",
             "state": final["state"],
             "selected": len(selected),  # outside [min_cohort, max_cohort]: the round failed
             "participants": len(uploaded),
             "seconds": round(time.perf_counter() - t0, 2),
             "epsilon": status["privacy"]["epsilon"],
         }
+        if evaluating and final["state"] == "done":
+            verdict = _verdict(coord, rnd.round_id)
+            entry["decision"] = verdict["decision"]
+            evaluations.append(verdict)
         history.append(entry)
         log.info("round %d: %s", number, entry)
         if on_round is not None and final["state"] == "done":
@@ -380,7 +410,22 @@ def run_rounds(
         participants=float(np.mean([h["participants"] for h in history])) if history else 0.0,
         head_version=int(status["head_version"] or 0),
         history=history,
+        evaluations=evaluations,
+        eval_bytes_up=float(np.mean(eval_up)) if eval_up else 0.0,
+        eval_bytes_down=float(np.mean(eval_down)) if eval_down else 0.0,
     )
+
+
+def _candidate_pending(coord: CoordinatorThread) -> bool:
+    with coord.coordinator.storage.read() as tx:
+        return tx.pending_candidate() is not None
+
+
+def _verdict(coord: CoordinatorThread, round_id: int) -> dict[str, Any]:
+    """An evaluation round's verdict as the coordinator recorded it."""
+    with coord.coordinator.storage.read() as tx:
+        rnd = tx.get_round(round_id)
+    return dict(rnd.info["evaluation"])
 
 
 def _selected(coord: CoordinatorThread, rnd: Any, fleet: Fleet) -> list[int]:

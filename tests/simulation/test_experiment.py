@@ -193,6 +193,8 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
             "--epsilons", "8",
             "--bootstrap", "200",
             "--fed-eval-min-events", "20",
+            "--fed-eval-gate",
+            "--fed-eval-events", "1",
             "--no-progress",
         ]
     )  # fmt: skip
@@ -224,6 +226,12 @@ def test_simulate_federated_end_to_end(tmp_path: Path, capsys) -> None:
     assert verdict["survivors"] == verdict["cohort"] > 0 and verdict["epsilon"] is None
     assert dp["federated_evaluation"]["epsilon"] == 1.0
     assert rows["centralized fine-tune (non-private upper bound)"]["federated_evaluation"]
+    # the coordinator's gate: an evaluation round after each of the 3 training rounds
+    gate = fed["gate"]
+    assert len(gate["evaluations"]) == 3 and gate["published"] >= 1
+    assert {h["task"] for h in fed["history"]} == {"train", "evaluate"}
+    assert all(v["events"] > 0 for v in gate["evaluations"])
+    assert "heads published" in table
 
 
 def test_inprocess_round_is_the_mean_of_the_device_updates() -> None:
