@@ -146,11 +146,14 @@ class EvaluationConfig:
         alpha: level of the one-sided test "the candidate is worse".
         min_events: fewest held-out events for a decision (fewer: rejected as
             inconclusive).
+        max_se: largest standard error of the NDCG@10 difference a decision may rest
+            on (larger, e.g. under heavy DP noise: rejected as inconclusive); None: any.
     """
 
     max_events: int = 5
     alpha: float = 0.05
     min_events: int = 100
+    max_se: float | None = None
 
     def __post_init__(self) -> None:
         if not (_int(self.max_events) and 1 <= self.max_events <= 1000):
@@ -159,6 +162,8 @@ class EvaluationConfig:
             raise InputError(f"evaluation: alpha must be in (0, 0.5] (got {self.alpha})")
         if not (_int(self.min_events) and self.min_events >= 1):
             raise InputError(f"evaluation: min_events must be >= 1 (got {self.min_events})")
+        if self.max_se is not None and not _pos(self.max_se):
+            raise InputError(f"evaluation: max_se must be > 0 (got {self.max_se})")
 
 
 @dataclass(frozen=True)

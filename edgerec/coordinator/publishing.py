@@ -166,6 +166,7 @@ class Publisher:
             alpha=float(spec["alpha"]),
             min_events=int(spec["min_events"]),
             noise_std=noise_std,
+            max_se=spec.get("max_se"),
         )
         now = self.clock()
         with self.storage.write() as tx:

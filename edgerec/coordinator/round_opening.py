@@ -197,6 +197,7 @@ class RoundOpener:
             "max_events": settings.max_events,
             "alpha": settings.alpha,
             "min_events": settings.min_events,
+            "max_se": settings.max_se,
         }
 
     def _plan_sampling(self, tx: Transaction, cfg: RoundConfig, population: int) -> SamplingPlan:

@@ -25,8 +25,10 @@ report per device per evaluation round), accounted like a training round.
 is the sandwich estimate ``sum (D_j - diff * m_j)**2 / n**2`` plus the DP noise's own
 contribution (known from the round's noise std); ``z = diff / se`` and the one-sided
 p-value of "the candidate is worse" is ``Phi(z)``. With fewer than ``min_events``
-events the evaluation is *inconclusive* and nothing is published; with ``p < alpha``
-the candidate is *blocked*; otherwise it is *published*. The rule guards against a
+events, or a standard error above ``max_se`` (an evaluation, e.g. one drowned in DP
+noise, too coarse to see the harm that matters), the evaluation is *inconclusive* and
+nothing is published; with ``p < alpha`` the candidate is *blocked*; otherwise it is
+*published*. The rule guards against a
 release that measurably hurts; it does not require a candidate to be significantly
 better (a head that helps a little would otherwise never ship).
 """
@@ -165,6 +167,7 @@ def decide(
     alpha: float = 0.05,
     min_events: int = 100,
     noise_std: float = 0.0,
+    max_se: float | None = None,
 ) -> EvaluationVerdict:
     """The decision on a candidate from the (possibly noised) sum of device reports.
 
@@ -175,6 +178,8 @@ def decide(
         min_events: fewest held-out events for a decision (fewer: inconclusive).
         noise_std: std of the DP noise in each summed field (the round's
             ``noise_multiplier * clip * sqrt(survivors / min_cohort)``); it widens ``se``.
+        max_se: largest standard error of the NDCG@10 difference a decision may rest on
+            (None: any).
 
     Raises:
         ValueError: wrong length, non-finite sums, or ``alpha`` outside ``(0, 0.5]``.
@@ -212,6 +217,12 @@ def decide(
         n, current, current + diff, diff, se, z, p_worse,
         hr_current, hr_current + hr_diff, hr_diff,
     )  # fmt: skip
+    if max_se is not None and se > max_se:
+        reason = (
+            f"too uncertain to decide: NDCG@10 {diff:+.4f} per event with standard error "
+            f"{se:.4f} > {max_se:g}"
+        )
+        return EvaluationVerdict(INCONCLUSIVE, reason, *stats, **common)
     if p_worse < alpha:
         reason = (
             f"the candidate is worse: NDCG@10 {diff:+.4f} per event (z = {z:.2f}, "

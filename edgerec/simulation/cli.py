@@ -106,7 +106,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--fed-eval-alpha", type=float, default=0.05, help="level of the test")
     f.add_argument("--fed-eval-min-events", type=int, default=100, help="fewest for a decision")
     f.add_argument(
-        "--fed-eval-epsilon", type=float, default=1.0, help="ε of the evaluation of a DP row"
+        "--fed-eval-max-se", type=float, help="largest standard error a decision may rest on"
+    )
+    f.add_argument(
+        "--fed-eval-epsilon",
+        type=float,
+        default=1.0,
+        help="ε of the evaluation of a DP row (0: evaluate without DP noise)",
     )
     f.add_argument(
         "--fed-eval-gate",
@@ -179,7 +185,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         fed_eval_events=args.fed_eval_events,
         fed_eval_alpha=args.fed_eval_alpha,
         fed_eval_min_events=args.fed_eval_min_events,
-        fed_eval_epsilon=args.fed_eval_epsilon,
+        fed_eval_epsilon=args.fed_eval_epsilon or None,
+        fed_eval_max_se=args.fed_eval_max_se,
         fed_eval_gate=args.fed_eval_gate,
     )
     population = None

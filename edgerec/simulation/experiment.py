@@ -96,8 +96,9 @@ class SimConfig:
         fed_eval_events: most recent held-out events a device reports on.
         fed_eval_alpha: level of its one-sided test "the candidate is worse".
         fed_eval_min_events: fewest events for a decision.
+        fed_eval_max_se: largest standard error a decision may rest on (None: any).
         fed_eval_epsilon: ε of the evaluation of a DP row (its own release, one round);
-            the evaluation of the non-private rows adds no noise.
+            the evaluation of the non-private rows adds no noise, nor does any with None.
         fed_eval_gate: run the HTTP rows' coordinator with federated evaluation: each
             training round's head is published only if the evaluation round after it
             does not find it worse (devices hold their last ``fed_eval_events`` events
@@ -136,7 +137,8 @@ class SimConfig:
     fed_eval_events: int = 5
     fed_eval_alpha: float = 0.05
     fed_eval_min_events: int = 100
-    fed_eval_epsilon: float = 1.0
+    fed_eval_max_se: float | None = None
+    fed_eval_epsilon: float | None = 1.0
     fed_eval_gate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -159,8 +161,9 @@ class SimConfig:
             raise InputError(f"heldout_fraction must be in (0, 1) (got {self.heldout_fraction})")
         if not (0 < self.fed_eval_fraction <= 1 and 0 < self.fed_eval_alpha <= 0.5):
             raise InputError("fed_eval_fraction must be in (0, 1] and fed_eval_alpha in (0, 0.5]")
-        if self.fed_eval_events < 1 or not self.fed_eval_epsilon > 0:
-            raise InputError("fed_eval_events must be >= 1 and fed_eval_epsilon > 0")
+        eps = self.fed_eval_epsilon
+        if self.fed_eval_events < 1 or not (eps is None or (eps > 0 and math.isfinite(eps))):
+            raise InputError("fed_eval_events must be >= 1 and fed_eval_epsilon > 0 (or None)")
         if self.fed_eval_gate and self.transport != "http":
             raise InputError("fed_eval_gate needs the coordinator: transport 'http'")
 
@@ -519,7 +522,11 @@ def run_simulation(
             "the table scores: no training saw them) and send metric sums through SecAgg+; "
             f"blocked when a one-sided test finds the head worse (alpha = {cfg.fed_eval_alpha:g}, "
             f"devices as clusters), inconclusive under {cfg.fed_eval_min_events} events; DP rows' "
-            f"evaluations add distributed DP noise for their own ε = {cfg.fed_eval_epsilon:g}"
+            + (
+                f"evaluations add distributed DP noise for their own ε = {cfg.fed_eval_epsilon:g}"
+                if cfg.fed_eval_epsilon is not None
+                else "evaluations add no DP noise"
+            )
         ),
         "rows": summaries,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
@@ -543,13 +550,14 @@ def _federated_judge(
         max_events=min(cfg.fed_eval_events, most),
         alpha=cfg.fed_eval_alpha,
         min_events=cfg.fed_eval_min_events,
+        max_se=cfg.fed_eval_max_se,
         delta=delta,
         min_cohort_fraction=cfg.min_cohort_fraction,
         seed=cfg.seed,
     )
 
     def judge(candidate: np.ndarray, row_epsilon: float | None, row: int) -> dict[str, Any]:
-        eps = cfg.fed_eval_epsilon if row_epsilon is not None else None
+        eps = cfg.fed_eval_epsilon if row_epsilon is not None else None  # None: no noise
         settings = replace(base, epsilon=eps, seed=cfg.seed * 1000 + row)  # own draws per row
         verdict = federated_evaluation(shipped, evaluator.event_metrics(candidate), settings)
         log.info("federated evaluation: %s — %s", verdict["decision"], verdict.get("reason"))
@@ -618,7 +626,7 @@ def _http_row(cfg, bundle, rec, arrays, user_ids, trainable, work, z, clip, delt
         from edgerec.coordinator.config import EvaluationConfig
 
         evaluation = EvaluationConfig(
-            cfg.fed_eval_events, cfg.fed_eval_alpha, cfg.fed_eval_min_events
+            cfg.fed_eval_events, cfg.fed_eval_alpha, cfg.fed_eval_min_events, cfg.fed_eval_max_se
         )
     try:
         with CoordinatorThread(

@@ -44,6 +44,7 @@ class FederatedEvalConfig:
         max_events: most recent held-out events a device reports on.
         alpha: level of the one-sided test "the candidate is worse".
         min_events: fewest events for a decision.
+        max_se: largest standard error a decision may rest on (None: any).
         epsilon: the evaluation's own ε (one round); None: no DP noise.
         delta: its δ.
         max_cohort: cap on the expected cohort (SecAgg+ work grows with it).
@@ -55,6 +56,7 @@ class FederatedEvalConfig:
     max_events: int = 5
     alpha: float = 0.05
     min_events: int = 100
+    max_se: float | None = None
     epsilon: float | None = None
     delta: float = 1e-5
     max_cohort: int = 1000
@@ -109,7 +111,12 @@ def federated_evaluation(
     sums = decode_sum(secagg.total, params.frac_bits)
     total_noise = noise_std * math.sqrt(len(secagg.survivors))
     verdict = decide(
-        sums, cfg.max_events, alpha=cfg.alpha, min_events=cfg.min_events, noise_std=total_noise
+        sums,
+        cfg.max_events,
+        alpha=cfg.alpha,
+        min_events=cfg.min_events,
+        noise_std=total_noise,
+        max_se=cfg.max_se,
     )
     info.update(
         survivors=len(secagg.survivors),

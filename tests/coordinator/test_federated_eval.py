@@ -14,8 +14,9 @@ from edgerec.coordinator.config import EvaluationConfig
 from edgerec.coordinator.storage import Candidate
 from edgerec.federated.accountant import compute_epsilon
 from edgerec.federated.evaluation import FIELDS, report_bound
+from edgerec.runtime.sync import SyncClient
 from tests.coordinator.conftest import FAST, build_server, sync_all
-from tests.coordinator.harness import NUM_ITEMS
+from tests.coordinator.harness import ENROLL_KEY, NUM_ITEMS, TinyModel, make_store
 
 EVAL = EvaluationConfig(max_events=3, alpha=0.05, min_events=10)
 
@@ -176,3 +177,33 @@ def test_a_candidate_for_another_head_is_rejected_not_evaluated(server, make_dev
     with server.coordinator.storage.read() as tx:
         assert tx.get_candidate(77).state == "rejected"
         assert tx.pending_candidate() is None
+
+
+def test_an_evaluation_too_coarse_to_decide_rejects_the_candidate(tmp_path, clock, new_db):
+    strict = replace(EVAL, max_se=1e-6)  # no real fleet measures this finely
+    srv = build_server(tmp_path, clock, replace(FAST, evaluation=strict), db=new_db(tmp_path))
+    devices = []
+    for i in range(8):
+        client = SyncClient(
+            "http://coord", TinyModel(make_store(tmp_path / f"h{i}.db", i)), tmp_path / f"d{i}",
+            enroll_key=ENROLL_KEY, transport=srv.transport, rng=np.random.default_rng(i),
+            durable=False, min_noise_multiplier=0.0, min_cohort=2,
+        )  # fmt: skip
+        client.enroll()
+        devices.append(client)
+    try:
+        sync_all(devices)
+        rng = np.random.default_rng(0)
+        _plant(srv, 5, rng.normal(0, 1, NUM_ITEMS).astype(np.float32))
+        srv.open_round(cohort_target=8, min_cohort=4)
+        sync_all(devices)
+        verdict = _rounds(srv)[-1].info["evaluation"]
+        assert verdict["decision"] == "inconclusive" and "too uncertain" in verdict["reason"]
+        assert _status(srv)["head_version"] == 0
+        assert _status(srv)["last_evaluation"]["state"] == "rejected"
+    finally:
+        for d in devices:
+            d.store.close()
+        srv.http.close()
+        srv.transport.close()
+        srv.coordinator.close()

@@ -118,6 +118,11 @@ def test_dp_noise_widens_the_standard_error() -> None:
     sums, _ = _reports(rng, 300, 5, -0.02, 5)
     quiet, noisy = decide(sums, 5), decide(sums, 5, noise_std=30.0)
     assert noisy.se > quiet.se and abs(noisy.z) < abs(quiet.z)
+    # an evaluation too coarse to see the harm that matters decides nothing
+    coarse = decide(sums, 5, noise_std=30.0, max_se=quiet.se * 2)
+    assert coarse.decision == INCONCLUSIVE and "too uncertain" in coarse.reason
+    assert coarse.z == pytest.approx(noisy.z)
+    assert decide(sums, 5, max_se=quiet.se * 2).decision == quiet.decision
 
 
 def test_the_test_holds_its_level_when_the_candidate_is_no_worse() -> None:
