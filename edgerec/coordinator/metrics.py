@@ -7,8 +7,9 @@ Two kinds, so that what a dashboard shows is right however many processes serve:
   messages per phase (``masked`` = uploads), refused requests per error code.
 * **Read from the database at scrape time** (:class:`StateCollector`): the current
   round and its phase, its selected cohort and the messages it received per
-  phase, rounds done and failed, enrolled devices, the head version and the
-  (ε, δ) spent. The database is the truth every process shares, so these never
+  phase, rounds done and failed, enrolled devices, the head version, the
+  (ε, δ) spent, and federated evaluation (a candidate pending, the latest decision
+  and its test statistic). The database is the truth every process shares, so these never
   drift from it.
 
 Each app gets its own registry (no global state: tests build many apps).
@@ -122,6 +123,25 @@ class StateCollector(Collector):
             f"{PREFIX}_dp_rounds", "rounds counted by the privacy accountant",
             float(privacy.get("rounds") or 0),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            f"{PREFIX}_candidate_pending", "1 while a trained head awaits its evaluation",
+            1.0 if status.get("candidate") else 0.0,
+        )  # fmt: skip
+        last = status.get("last_evaluation") or {}
+        decision = GaugeMetricFamily(
+            f"{PREFIX}_last_evaluation",
+            "1 for the decision of the latest federated evaluation",
+            labels=["decision"],
+        )
+        for name in ("publish", "block", "inconclusive"):
+            decision.add_metric([name], 1.0 if last.get("decision") == name else 0.0)
+        yield decision
+        if last.get("z") is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_last_evaluation_z",
+                "test statistic of the latest federated evaluation (NDCG@10 gain / its se)",
+                float(last["z"]),
+            )
 
 
 class Metrics:

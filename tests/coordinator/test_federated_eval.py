@@ -117,6 +117,10 @@ def test_a_harmful_candidate_is_blocked_and_a_harmless_one_published(server, mak
     verdict = _rounds(server)[-1].info["evaluation"]
     assert verdict["decision"] == "block" and verdict["ndcg_candidate"] == 0.0, verdict
     assert verdict["ndcg_diff"] < 0 and verdict["z"] < -1.645 and verdict["p_worse"] < 0.05
+    metrics = server.http.get("/metrics").text
+    assert 'edgerec_coordinator_last_evaluation{decision="block"} 1.0' in metrics
+    assert "edgerec_coordinator_candidate_pending 0.0" in metrics
+    assert f"edgerec_coordinator_last_evaluation_z {verdict['z']}" in metrics
     status = _status(server)
     assert status["head_version"] == 0 and status["last_evaluation"]["state"] == "rejected"
 
