@@ -97,15 +97,7 @@ class RoundOpener:
         with self.lock, self.storage.write() as tx:
             head, population = _check_can_open(tx, cfg)
             evaluation = self._evaluation(tx, head)
-            vector_length = self.vector_length
-            if evaluation is not None:  # this round evaluates the pending candidate
-                cfg = replace(
-                    cfg, clip=report_bound(evaluation["max_events"]), frac_bits=None, training={}
-                )
-                vector_length = len(FIELDS)
-            elif self.config.evaluation is not None:  # keep recent events for evaluations
-                holdout = self.config.evaluation.max_events
-                cfg = replace(cfg, training={**cfg.training, "holdout_events": holdout})
+            cfg, vector_length = self._shape(cfg, evaluation)
             plan = self._plan_sampling(tx, cfg, population)
             frac_bits = _frac_bits(cfg, plan.bound)
             k, t = _graph(cfg, plan.bound)
@@ -176,6 +168,20 @@ class RoundOpener:
             plan.sampling_rate,
         )
         return created
+
+    def _shape(
+        self, cfg: RoundConfig, evaluation: dict[str, Any] | None
+    ) -> tuple[RoundConfig, int]:
+        """The round's settings and update length: an evaluation round's report (its
+        clip bounds an honest report) or, with federated evaluation on, a training
+        round whose devices keep their recent events out of training."""
+        if evaluation is not None:
+            clip = report_bound(evaluation["max_events"])
+            return replace(cfg, clip=clip, frac_bits=None, training={}), len(FIELDS)
+        if self.config.evaluation is not None:
+            holdout = {"holdout_events": self.config.evaluation.max_events}
+            cfg = replace(cfg, training={**cfg.training, **holdout})
+        return cfg, self.vector_length
 
     def _evaluation(self, tx: Transaction, head: Head) -> dict[str, Any] | None:
         """What the next round evaluates: the pending candidate (None: it trains). A
