@@ -147,6 +147,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--eval-events", type=int, default=5, help="held-out events per device")
     s.add_argument("--eval-alpha", type=float, default=0.05, help="level of the evaluation's test")
     s.add_argument("--eval-min-events", type=int, default=100, help="fewest events for a decision")
+    s.add_argument(
+        "--eval-max-se",
+        type=float,
+        help="largest standard error of the NDCG@10 difference a decision may rest on "
+        "(larger: inconclusive, not published)",
+    )
     s.add_argument("--access-log", action="store_true", help="log every request")
     s.add_argument(
         "--log-format",
@@ -285,7 +291,9 @@ def run_serve(args: argparse.Namespace) -> int:
         token_ttl_s=args.token_ttl_days * 86400.0,
         token_refresh_s=args.token_refresh_days * 86400.0,
         evaluation=(
-            EvaluationConfig(args.eval_events, args.eval_alpha, args.eval_min_events)
+            EvaluationConfig(
+                args.eval_events, args.eval_alpha, args.eval_min_events, args.eval_max_se
+            )
             if args.federated_eval
             else None
         ),

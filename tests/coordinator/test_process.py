@@ -318,3 +318,37 @@ def test_tls_round_trip(tmp_path, http):
         for d in devices:
             d.close()
             d.store.close()
+
+
+def test_serve_with_federated_evaluation_decides_candidates(tmp_path):
+    """``serve --federated-eval`` with its flags: a training round leaves a candidate,
+    the next round evaluates it; three noised reports cannot meet ``--eval-max-se``, so
+    the evaluation is inconclusive and nothing is published."""
+    flags = ("--federated-eval", "--eval-events", "2", "--eval-min-events", "2",
+             "--eval-max-se", "1e-9")  # fmt: skip
+    server = ServerProcess(tmp_path, f"sqlite:///{tmp_path}/c.db", extra=flags).start()
+    devices = devices_for(server.url, tmp_path, 3)
+    admin = ["--url", server.url, "--admin-token-file", str(tmp_path / "admin.token")]
+    try:
+        sync_all(devices)
+        for _ in range(2):  # a training round, then the evaluation of its candidate
+            r = cli("open-round", *admin, "--cohort-target", "3", "--min-cohort", "2")
+            assert r.returncode == 0, r.stderr
+            reports = sync_until_finished(devices)
+            assert all(rep.finished and not rep.error for rep in reports), reports
+            wait_state(server.url, "done")
+        status = httpx.get(server.url + "/v1/status").json()
+        assert status["federated_evaluation"] is True and status["candidate"] is None
+        last = status["last_evaluation"]
+        # three noised reports: too few events, or too uncertain for --eval-max-se
+        assert last["decision"] == "inconclusive", last
+        assert last["state"] == "rejected" and status["head_version"] == 0
+        assert last["survivors"] == 3 and last["noise_std"] > 0  # DP on by default
+        view = devices[0]._call("GET", "/v1/rounds/current").json()  # the flags reached it
+        assert view["evaluation"]["max_se"] == 1e-9 and view["evaluation"]["max_events"] == 2
+        assert status["privacy"]["rounds"] == 2  # both releases accounted
+    finally:
+        server.stop()
+        for d in devices:
+            d.close()
+            d.store.close()
