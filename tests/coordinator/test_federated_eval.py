@@ -211,3 +211,25 @@ def test_an_evaluation_too_coarse_to_decide_rejects_the_candidate(tmp_path, cloc
         srv.http.close()
         srv.transport.close()
         srv.coordinator.close()
+
+
+def test_a_device_refuses_a_candidate_that_is_not_the_one_evaluated(
+    server, make_devices, monkeypatch
+):
+    devices = make_devices(6)
+    sync_all(devices)
+    _plant(server, 9999, np.zeros(NUM_ITEMS, np.float32))
+    real = server.coordinator.candidate
+
+    def corrupted(round_id):
+        out = real(round_id)
+        return {**out, "global_bias": out["global_bias"][:-8] + "AAAAAAA="}
+
+    monkeypatch.setattr(server.coordinator, "candidate", corrupted)
+    server.open_round(cohort_target=6, min_cohort=3)
+    reports = sync_all(devices)
+    assert all(r.status == "bad_response" for r in reports), reports
+    assert all("sha256 mismatch" in (r.error or "") for r in reports)
+    evaluation_round = _rounds(server)[-1].round_id
+    with server.coordinator.storage.read() as tx:
+        assert tx.count_messages(evaluation_round, "upload") == 0
