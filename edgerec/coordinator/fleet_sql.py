@@ -109,8 +109,9 @@ class FleetQueries:
         return cur.rowcount == 1
 
     def participation(self, device_id: str | None = None) -> list[tuple[str, int]]:
-        """``(device_id, round_id)`` of every published round whose sum holds the
-        device's update (it uploaded, and the round released a head)."""
+        """``(device_id, round_id)`` of every released round whose sum holds the
+        device's upload (it uploaded, and the round ended ``done``: it published a head,
+        stored a candidate, or decided one in a federated evaluation)."""
         where, args = ("AND m.device_id = ?", (device_id,)) if device_id else ("", ())
         rows = self._run(
             "SELECT m.device_id, m.round_id FROM messages m JOIN rounds r "

@@ -66,9 +66,10 @@ def format_epsilon(x: float) -> str:
 
 
 class DeviceLedger:
-    """ε spent by each device: the accountant over the published rounds whose sum holds
-    that device's update (it uploaded and the round released a head), each with its
-    own noise multiplier and sampling rate, at the smallest δ among them.
+    """ε spent by each device: the accountant over the released rounds whose sum holds
+    that device's upload (it uploaded and the round ended ``done``: a head, a candidate
+    or a federated evaluation), each with its own noise multiplier and sampling rate, at
+    the smallest δ among them.
 
     This is the privacy loss of the releases that carry the device's data; the
     sampling amplification it includes rests on the sample being secret from everyone
