@@ -248,17 +248,18 @@ class HeldOutEvaluator:
         """Per-device mean metrics with ``global_bias`` added to every score."""
         if local_biases:
             raise ValueError("held-out devices never train: no local biases to evaluate")
-        scores = self.base if global_bias is None else self.base + global_bias
-        per_event = _metrics(scores, self.targets, self.seen)
+        per_event = _metrics(self._scores(global_bias), self.targets, self.seen)
         ndcg, hr, ndcg_excl = (self._per_device(m) for m in per_event)
         return RowResult(name, ndcg, hr, ndcg_excl, dict(info or {}))
 
     def event_metrics(self, global_bias: np.ndarray | None = None) -> EventMetrics:
         """Per event, oldest first within a device: NDCG@10 / HR@10 with ``global_bias``
         and the event's device — what devices report in a federated evaluation."""
-        scores = self.base if global_bias is None else self.base + global_bias
-        ndcg, hr = event_metrics(scores, self.targets)
+        ndcg, hr = event_metrics(self._scores(global_bias), self.targets)
         return EventMetrics(ndcg, hr, self.owner)
+
+    def _scores(self, global_bias: np.ndarray | None) -> np.ndarray:
+        return self.base if global_bias is None else self.base + global_bias
 
     def _per_device(self, per_event: np.ndarray) -> np.ndarray:
         return np.bincount(self.owner, per_event, minlength=len(self.devices)) / self._counts
@@ -268,9 +269,9 @@ def _metrics(
     scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: NDCG@10 and HR@10 under full ranking, and NDCG@10 with ``seen`` left out."""
-    kept = per_user_metrics(target_ranks(scores, targets), 10)
+    ndcg, hr = event_metrics(scores, targets)
     excl = per_user_metrics(target_ranks(scores, targets, exclude=seen), 10)
-    return kept["NDCG@10"], kept["HR@10"], excl["NDCG@10"]
+    return ndcg, hr, excl["NDCG@10"]
 
 
 def local_only(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +139,10 @@ def _split_by_owner(
 ) -> Callable[[int], tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]:
     """``device -> ((ndcg, hr) current, (ndcg, hr) candidate)``, events in their order."""
     order = np.argsort(current.owner, kind="stable")
-    bounds = {int(o): (lo, hi) for o, lo, hi in _runs(current.owner[order])}
+    owners, starts = np.unique(current.owner[order], return_index=True)
+    ends = np.append(starts[1:], order.size)
+    spans = zip(starts.tolist(), ends.tolist(), strict=True)
+    bounds = dict(zip(owners.tolist(), spans, strict=True))
 
     def of(dev: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         lo, hi = bounds[dev]
@@ -147,14 +150,3 @@ def _split_by_owner(
         return (current.ndcg[idx], current.hr[idx]), (candidate.ndcg[idx], candidate.hr[idx])
 
     return of
-
-
-def _runs(sorted_owners: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """``(owner, start, end)`` of each run of equal values."""
-    if not sorted_owners.size:
-        return
-    edges = np.flatnonzero(np.diff(sorted_owners)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [sorted_owners.size]])
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(sorted_owners[s]), s, e
